@@ -1,0 +1,1 @@
+"""Models (BiCLUM, scMDCF), their losses and the shared training utilities."""

@@ -1,0 +1,107 @@
+"""Training utilities shared by the models: seeds, devices, early stopping, saving."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger("cellbridge")
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def select_device(accelerator: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available, else CPU; ``"cpu"``/``"cuda"``/``"cuda:1"`` force one."""
+    if accelerator == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(accelerator)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("accelerator='cuda' was requested but no CUDA device is available.")
+    return device
+
+
+class EarlyStopping:
+    """Stop when the monitored loss has not improved for ``patience`` epochs.
+
+    Keeps a copy of the best weights so they can be restored (reference defect D3).
+    """
+
+    def __init__(self, patience: int = 30, min_delta: float = 0.0):
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best_loss = float("inf")
+        self.best_epoch = -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self._bad_epochs = 0
+
+    def step(self, loss: float, epoch: int, module: torch.nn.Module) -> bool:
+        """Record ``loss``; return True when training should stop."""
+        if loss < self.best_loss - self.min_delta:
+            self.best_loss, self.best_epoch, self._bad_epochs = loss, epoch, 0
+            self.best_state = copy.deepcopy(module.state_dict())
+        else:
+            self._bad_epochs += 1
+        return self._bad_epochs >= self.patience
+
+    def restore(self, module: torch.nn.Module) -> None:
+        if self.best_state is not None:
+            module.load_state_dict(self.best_state)
+
+
+def save_model_dir(
+    path: str | os.PathLike,
+    module: torch.nn.Module,
+    metadata: dict[str, Any],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model.pt`` (state dict) and ``metadata.json`` into ``path``.
+
+    The files are written to temporary names first and renamed, so an interrupted
+    save never leaves a half-written model.
+    """
+    path = Path(path)
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(f"{path} exists and is not empty; pass overwrite=True to replace it.")
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    with tempfile.NamedTemporaryFile(dir=path, suffix=".pt.tmp", delete=False) as fh:
+        torch.save(state, fh)
+    os.replace(fh.name, path / "model.pt")
+    with tempfile.NamedTemporaryFile("w", dir=path, suffix=".json.tmp", delete=False) as fh:
+        json.dump(metadata, fh, indent=1, default=_json_default)
+    os.replace(fh.name, path / "metadata.json")
+    return path
+
+
+def load_model_dir(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read what :func:`save_model_dir` wrote (``weights_only=True``: no pickles)."""
+    path = Path(path)
+    if not (path / "model.pt").exists():
+        raise FileNotFoundError(f"{path} does not hold a saved CellBridge model (no model.pt).")
+    state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+    metadata = json.loads((path / "metadata.json").read_text())
+    return state, metadata
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

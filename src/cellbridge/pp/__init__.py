@@ -1,0 +1,1 @@
+"""Preprocessing: RNA, ATAC (gene activity, TF-IDF/LSI), protein (CLR, protein -> gene)."""

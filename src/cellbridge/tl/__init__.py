@@ -1,0 +1,1 @@
+"""Analysis tools on embeddings: label transfer, clustering."""
