@@ -69,8 +69,12 @@ def save_model_dir(
     metadata: dict[str, Any],
     *,
     overwrite: bool = False,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write ``model.pt`` (state dict) and ``metadata.json`` into ``path``.
+
+    ``extra`` arrays (e.g. preprocessing parameters) are stored in the same tensor file under
+    ``"extra/<name>"`` keys.
 
     The files are written to temporary names first and renamed, so an interrupted
     save never leaves a half-written model.
@@ -80,6 +84,7 @@ def save_model_dir(
         raise FileExistsError(f"{path} exists and is not empty; pass overwrite=True to replace it.")
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    state.update({f"extra/{k}": torch.as_tensor(np.asarray(v)) for k, v in (extra or {}).items()})
     with tempfile.NamedTemporaryFile(dir=path, suffix=".pt.tmp", delete=False) as fh:
         torch.save(state, fh)
     os.replace(fh.name, path / "model.pt")
@@ -90,7 +95,10 @@ def save_model_dir(
 
 
 def load_model_dir(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read what :func:`save_model_dir` wrote (``weights_only=True``: no pickles)."""
+    """Read what :func:`save_model_dir` wrote (``weights_only=True``: no pickles).
+
+    ``extra`` arrays come back in the state dict under their ``"extra/<name>"`` keys.
+    """
     path = Path(path)
     if not (path / "model.pt").exists():
         raise FileNotFoundError(f"{path} does not hold a saved CellBridge model (no model.pt).")

@@ -1,0 +1,187 @@
+"""BiCLUM training loop (METHODS §1.5-1.6): cell-level and feature-level contrast + reconstruction."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..pairs import PartnerSampler
+from ._biclum_module import OTHER, RNA, BiCLUMModule
+from .losses import nt_xent
+from .training import EarlyStopping
+
+logger = logging.getLogger("cellbridge")
+
+DENSE_LIMIT = 50_000_000  # cells x features kept dense on the device below this many values
+
+
+@dataclass
+class TrainConfig:
+    tau_cell: float
+    tau_feature: float
+    alpha: float
+    beta: float
+    gamma: tuple[float, float]
+    similarity: str
+    feature_mode: str  # "exact": all features every step (reference); "sampled": a batch per step
+    feature_batch: int
+    lr: float
+    weight_decay: float
+    batch_size: int
+    max_epochs: int
+    patience: int
+    max_time: float | None
+    seed: int
+
+
+class RowSource:
+    """Rows of a cells x features matrix as dense tensors; dense on device when small, else CSR."""
+
+    def __init__(self, X, device: torch.device):
+        self.device = device
+        self.shape = X.shape
+        if X.shape[0] * X.shape[1] <= DENSE_LIMIT:
+            dense = X.toarray() if sp.issparse(X) else np.asarray(X)
+            self._dense = torch.as_tensor(dense, dtype=torch.float32, device=device)
+            self._csr = None
+        else:
+            self._dense, self._csr = None, sp.csr_matrix(X, dtype=np.float32)
+
+    def rows(self, idx: np.ndarray) -> torch.Tensor:
+        if self._dense is not None:
+            return self._dense[torch.as_tensor(idx, device=self.device)]
+        return torch.as_tensor(self._csr[idx].toarray(), device=self.device)
+
+
+@dataclass
+class TrainTensors:
+    """Device-side training data; index 0 = other modality, 1 = RNA."""
+
+    cells: list[torch.Tensor]  # PCA inputs of the cell encoders
+    targets: list[RowSource]  # reconstruction targets
+    profiles: list[torch.Tensor]  # feature-encoder inputs (features x profile width)
+    feature_pairs: torch.Tensor  # (n_pairs, 2)
+
+
+class BiCLUMTrainer:
+    """Runs the optimisation of a :class:`BiCLUMModule`; the user class wraps this."""
+
+    def __init__(self, module: BiCLUMModule, data: TrainTensors, sampler: PartnerSampler, config: TrainConfig):
+        self.module, self.data, self.sampler, self.cfg = module, data, sampler, config
+        self.rng = np.random.default_rng(config.seed)
+        self.device = data.cells[0].device
+        self.history: dict[str, list[float]] = {"loss": [], "rec": [], "cell": [], "feature": []}
+
+    def fit(self, progress: bool = True) -> dict[str, list[float]]:
+        cfg = self.cfg
+        opt = torch.optim.Adam(self.module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        stopper = EarlyStopping(patience=cfg.patience)
+        start = time.perf_counter()
+        bar = tqdm(range(cfg.max_epochs), desc="BiCLUM", disable=not progress)
+        for epoch in bar:
+            terms = self._epoch(opt)
+            for key, value in terms.items():
+                self.history[key].append(value)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in terms.items()})
+            if stopper.step(terms["loss"], epoch, self.module):
+                logger.info("early stopping at epoch %d (best %d)", epoch, stopper.best_epoch)
+                break
+            if cfg.max_time is not None and time.perf_counter() - start > cfg.max_time:
+                logger.info("time limit of %.0f s reached after %d epochs", cfg.max_time, epoch + 1)
+                break
+        stopper.restore(self.module)  # D3: the reference kept the last epoch's weights
+        self.history["best_epoch"] = [stopper.best_epoch]
+        self.history["seconds"] = [time.perf_counter() - start]
+        return self.history
+
+    def _epoch(self, opt) -> dict[str, float]:
+        self.module.train()
+        other_idx, rna_idx, flag = self.sampler.draw(self.rng)
+        order = self.rng.permutation(len(flag))
+        n_batches = max(len(order) // self.cfg.batch_size, 1)
+        sums = dict.fromkeys(("loss", "rec", "cell", "feature"), 0.0)
+        for b in range(n_batches):
+            batch = order[b * self.cfg.batch_size : (b + 1) * self.cfg.batch_size]
+            terms = self._step(other_idx[batch], rna_idx[batch], flag[batch])
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            opt.step()
+            for key in sums:
+                sums[key] += float(terms[key].detach())
+        return {k: v / n_batches for k, v in sums.items()}
+
+    def _step(self, other_cells, rna_cells, has_partner) -> dict[str, torch.Tensor]:
+        cfg, m = self.cfg, self.module
+        cells = (other_cells, rna_cells)
+        z = [m.encode_cells(self.data.cells[k][torch.as_tensor(cells[k], device=self.device)], k) for k in (OTHER, RNA)]
+        v, decoded, loss_feature = self._features()
+        rec = z[0].new_zeros(())
+        for k in (OTHER, RNA):
+            target = self.data.targets[k].rows(cells[k])
+            if decoded[k] is not None:
+                target = target[:, decoded[k]]
+            rec = rec + cfg.gamma[k] * F.mse_loss(m.decode(z[k], v[k], k, decoded[k]), target)
+        mask = torch.as_tensor(has_partner, device=self.device)
+        if mask.any():
+            loss_cell = nt_xent(z[0][mask], z[1][mask], cfg.tau_cell, cfg.similarity)
+        else:  # D4: no MNN pair in the batch; the reference produced NaN here
+            loss_cell = rec.new_zeros(())
+        loss = rec + cfg.alpha * loss_cell + cfg.beta * loss_feature
+        return {"loss": loss, "rec": rec.detach(), "cell": loss_cell.detach(), "feature": loss_feature.detach()}
+
+    def _features(self):
+        """Feature embeddings used in this step, the decoded feature subsets, and L_feat."""
+        if self.cfg.feature_mode == "exact":
+            return self._all_features()
+        return self._sampled_features()
+
+    def _all_features(self):
+        """Reference: every feature re-encoded, L_feat averaged over shuffled pair batches."""
+        m, cfg, pairs = self.module, self.cfg, self.data.feature_pairs
+        v = [_encode_in_chunks(m, self.data.profiles[k], k, cfg.feature_batch, self.rng) for k in (OTHER, RNA)]
+        order = torch.as_tensor(self.rng.permutation(len(pairs)), device=self.device)
+        losses = [
+            nt_xent(v[0][pairs[c, 0]], v[1][pairs[c, 1]], cfg.tau_feature, cfg.similarity)
+            for c in order.split(cfg.feature_batch)
+        ]
+        return v, (None, None), torch.stack(losses).mean()
+
+    def _sampled_features(self):
+        """Fast mode: one batch of feature pairs plus a batch of decoded features per modality."""
+        m, cfg, pairs = self.module, self.cfg, self.data.feature_pairs
+        chosen = pairs[torch.as_tensor(self._sample(len(pairs)), device=self.device)]
+        decoded, v = [], []
+        for k in (OTHER, RNA):
+            n_features = self.data.profiles[k].shape[0]
+            feats = torch.unique(torch.cat([chosen[:, k], torch.as_tensor(self._sample(n_features), device=self.device)]))
+            decoded.append(feats)
+            v.append(m.encode_features(self.data.profiles[k][feats], k))
+        pos = [torch.searchsorted(decoded[k], chosen[:, k].contiguous()) for k in (OTHER, RNA)]
+        loss_feature = nt_xent(v[0][pos[0]], v[1][pos[1]], cfg.tau_feature, cfg.similarity)
+        return v, decoded, loss_feature
+
+    def _sample(self, n: int) -> np.ndarray:
+        size = min(self.cfg.feature_batch, n)
+        return np.sort(self.rng.choice(n, size=size, replace=False))
+
+
+def _encode_in_chunks(module, profiles, k, chunk, rng) -> torch.Tensor:
+    """Encode all features in shuffled chunks of about ``chunk`` rows (never a 1-row BatchNorm batch)."""
+    n = profiles.shape[0]
+    order = rng.permutation(n)
+    parts = np.array_split(order, max(int(np.ceil(n / chunk)), 1))
+    out = torch.cat([module.encode_features(profiles[torch.as_tensor(p, device=profiles.device)], k) for p in parts])
+    return out[torch.as_tensor(np.argsort(np.concatenate(parts)), device=profiles.device)]
+
+
+@torch.no_grad()
+def encode_all(fn, X: torch.Tensor, chunk: int = 4096) -> np.ndarray:
+    """Apply an encoder in evaluation mode over the rows of ``X`` in chunks."""
+    return torch.cat([fn(part) for part in X.split(chunk)]).cpu().numpy()

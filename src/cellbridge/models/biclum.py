@@ -1,0 +1,320 @@
+"""BiCLUM: bilateral contrastive learning for unpaired single-cell multi-omics integration."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+
+from .._errors import CellBridgeInputError
+from .._validate import check_finite
+from ..pairs import PartnerSampler, mnn_pairs
+from ..pp.rna import ExpressionTransform
+from ..pp.unpaired import UnpairedData, prepare_unpaired
+from ._biclum_module import OTHER, RNA, BiCLUMModule
+from ._biclum_train import BiCLUMTrainer, RowSource, TrainConfig, TrainTensors, encode_all
+from .training import load_model_dir, save_model_dir, select_device, set_seed
+
+logger = logging.getLogger("cellbridge")
+
+# Reference hyper-parameters (METHODS §1.6): RNA+ATAC from "PBMC unpaired", CITE from "BM CITE-seq".
+_PER_MODALITY = {
+    "atac": dict(tau_cell=0.5, tau_feature=0.5, alpha=1e4, beta=1e4, k_mnn=100, n_latent=50, target="counts"),
+    "protein": dict(tau_cell=100.0, tau_feature=50.0, alpha=100.0, beta=1e5, k_mnn=500, n_latent=25, target="scaled"),
+}
+_REFERENCE = dict(
+    similarity="dot", feature_mode="exact", profile="cells", n_profile=None, feature_batch=256,
+    lr=1e-4, weight_decay=5e-5, batch_size=256, max_epochs=1000, patience=30, gamma=(1.0, 1.0),
+)
+_DEFAULT = dict(_REFERENCE, feature_mode="sampled", profile="subsample", n_profile=2048)
+PRESETS = {"reference": _REFERENCE, "default": _DEFAULT}
+MODALITY_NAMES = {"atac": "atac", "protein": "adt"}
+
+
+def resolve_params(preset: str, modality: str, overrides: dict) -> dict:
+    """Preset values, then per-modality reference values, then the user's explicit overrides."""
+    if preset not in PRESETS:
+        raise CellBridgeInputError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}.")
+    params = {**PRESETS[preset], **_PER_MODALITY[modality]}
+    unknown = set(overrides) - set(params)
+    if unknown:
+        raise CellBridgeInputError(f"unknown BiCLUM parameter(s) {sorted(unknown)}; known: {sorted(params)}.")
+    params.update({k: v for k, v in overrides.items() if v is not None})
+    return params
+
+
+class BiCLUM:
+    """Integrate unpaired RNA with gene activity (ATAC) or surface protein (ADT).
+
+    Parameters
+    ----------
+    rna
+        Cells x genes raw counts (scRNA-seq).
+    other
+        ``modality="atac"``: cells x genes gene activity (:func:`cellbridge.pp.gene_activity`);
+        ``modality="protein"``: cells x proteins raw ADT counts.
+    modality
+        ``"atac"`` or ``"protein"``.
+    preset
+        ``"reference"`` reproduces the published code (dot similarity, all features re-encoded
+        from all cells every step, raw-count targets); ``"default"`` is CellBridge's faster mode
+        (a feature batch per step, feature profiles over a fixed seeded subsample of cells).
+    n_top_genes, n_pcs
+        HVGs per modality (union used) and PCA size of the cell-encoder input.
+    seed
+        Seeds python, numpy and torch; CPU training is deterministic.
+    accelerator
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+    **params
+        Any preset value: ``tau_cell, tau_feature, alpha, beta, k_mnn, n_latent, target``
+        (``"counts"``/``"scaled"``), ``similarity`` (``"dot"``/``"cosine"``), ``feature_mode``
+        (``"exact"``/``"sampled"``), ``profile`` (``"cells"``/``"subsample"``/``"metacells"``),
+        ``n_profile``, ``feature_batch``, ``lr``, ``weight_decay``, ``batch_size``, ``max_epochs``,
+        ``patience``, ``gamma``.
+
+    Examples
+    --------
+    >>> model = cellbridge.BiCLUM(rna, gene_activity, modality="atac")
+    >>> model.train()
+    >>> rna.obsm["X_biclum"] = model.get_latent(rna)
+    """
+
+    def __init__(
+        self,
+        rna: AnnData,
+        other: AnnData,
+        *,
+        modality: str = "atac",
+        preset: str = "default",
+        n_top_genes: int = 2000,
+        n_pcs: int = 100,
+        layer_rna: str | None = None,
+        layer_other: str | None = None,
+        protein_map=None,
+        seed: int = 0,
+        accelerator: str = "auto",
+        **params,
+    ):
+        self.params = resolve_params(preset, modality, params)
+        self.preset, self.modality, self.seed = preset, modality, seed
+        self.device = select_device(accelerator)
+        self.rna, self.other = rna, other
+        set_seed(seed)
+        self.data: UnpairedData | None = prepare_unpaired(
+            rna, other, modality=modality, n_top_genes=n_top_genes, n_pcs=n_pcs,
+            protein_map=protein_map, layer_rna=layer_rna, layer_other=layer_other, seed=seed,
+        )
+        self.transforms = (self.data.other.transform, self.data.rna.transform)
+        self.cell_pairs = mnn_pairs(*self.data.shared_views(), k=self.params["k_mnn"], seed=seed)
+        self.feature_pairs = self.data.feature_pairs
+        self.profiles = self._build_profiles()
+        self.module = self._build_module()
+        self.history: dict[str, list[float]] = {}
+
+    # ---------------------------------------------------------------- setup
+    def _targets(self, k: int):
+        data = (self.data.other, self.data.rna)[k]
+        return data.counts if self.params["target"] == "counts" else data.scaled
+
+    def _build_profiles(self) -> list[np.ndarray]:
+        """Feature-encoder inputs: each feature's values across all cells, a subsample, or metacells."""
+        rng = np.random.default_rng(self.seed)
+        out = []
+        for k in (OTHER, RNA):
+            values = self._targets(k)
+            n_cells = values.shape[0]
+            n_profile = self.params["n_profile"] or n_cells
+            if self.params["profile"] == "cells" or n_profile >= n_cells:
+                summary = values
+            elif self.params["profile"] == "subsample":
+                summary = values[np.sort(rng.choice(n_cells, n_profile, replace=False))]
+            elif self.params["profile"] == "metacells":
+                summary = _metacells(values, (self.data.other, self.data.rna)[k].pca, n_profile, self.seed)
+            else:
+                raise CellBridgeInputError(f"profile must be 'cells', 'subsample' or 'metacells', got {self.params['profile']!r}.")
+            summary = summary.toarray() if sp.issparse(summary) else np.asarray(summary)
+            out.append(np.ascontiguousarray(summary.T, dtype=np.float32))
+        return out
+
+    def _build_module(self) -> BiCLUMModule:
+        data = self.data
+        return BiCLUMModule(
+            (data.other.pca.shape[1], data.rna.pca.shape[1]),
+            (self.profiles[0].shape[1], self.profiles[1].shape[1]),
+            (len(data.other.features), len(data.rna.features)),
+            self.params["n_latent"],
+        ).to(self.device)
+
+    # ---------------------------------------------------------------- training
+    def train(
+        self,
+        max_epochs: int | None = None,
+        *,
+        max_time: float | None = None,
+        progress: bool = True,
+        **params,
+    ) -> dict[str, list[float]]:
+        """Train with early stopping (best weights restored); returns the per-epoch history.
+
+        ``max_time`` (seconds) stops after the epoch that crosses it. Other keyword arguments
+        override ``lr``, ``batch_size``, ``patience``... for this run.
+        """
+        if self.data is None:
+            raise RuntimeError("this model was loaded without its training data; it can embed but not train.")
+        p = {**self.params, **{k: v for k, v in params.items() if v is not None}}
+        if max_epochs is not None:
+            p["max_epochs"] = max_epochs
+        set_seed(self.seed)
+        config = TrainConfig(
+            tau_cell=p["tau_cell"], tau_feature=p["tau_feature"], alpha=p["alpha"], beta=p["beta"],
+            gamma=tuple(p["gamma"]), similarity=p["similarity"], feature_mode=p["feature_mode"],
+            feature_batch=p["feature_batch"], lr=p["lr"], weight_decay=p["weight_decay"],
+            batch_size=p["batch_size"], max_epochs=p["max_epochs"], patience=p["patience"],
+            max_time=max_time, seed=self.seed,
+        )
+        dev = self.device
+        tensors = TrainTensors(
+            cells=[torch.as_tensor(d.pca, device=dev) for d in (self.data.other, self.data.rna)],
+            targets=[RowSource(self._targets(k), dev) for k in (OTHER, RNA)],
+            profiles=[torch.as_tensor(p_, device=dev) for p_ in self.profiles],
+            feature_pairs=torch.as_tensor(self.feature_pairs, device=dev),
+        )
+        sampler = PartnerSampler(self.cell_pairs, len(self.data.other.pca), len(self.data.rna.pca))
+        trainer = BiCLUMTrainer(self.module, tensors, sampler, config)
+        self.history = trainer.fit(progress=progress)
+        self.train_config = asdict(config)
+        return self.history
+
+    # ---------------------------------------------------------------- outputs
+    def _modality_index(self, adata: AnnData | None, modality: str | None) -> int:
+        if modality is not None:
+            if modality not in ("rna", "other", self.modality, MODALITY_NAMES[self.modality]):
+                raise CellBridgeInputError(f"modality must be 'rna' or 'other' ({self.modality}), got {modality!r}.")
+            return RNA if modality == "rna" else OTHER
+        if adata is self.rna:
+            return RNA
+        if adata is self.other:
+            return OTHER
+        raise CellBridgeInputError("say which modality `adata` holds: get_latent(adata, modality='rna' or 'other').")
+
+    def get_latent(self, adata: AnnData | None = None, modality: str | None = None, *, layer: str | None = None) -> np.ndarray:
+        """Cell embeddings (cells x d) in the shared space.
+
+        ``adata`` may be a training modality or new cells (query mapping: the training
+        normalisation, scaling and PCA are applied; features missing from ``adata`` count as 0).
+        With ``adata=None``, ``modality`` (``"rna"``/``"other"``) selects the training cells.
+        """
+        if adata is None:
+            k = RNA if modality == "rna" else OTHER if modality in ("other", self.modality) else None
+            if k is None or self.data is None:
+                raise CellBridgeInputError("pass `adata`, or modality='rna'/'other' on a model that holds its training data.")
+            pca = (self.data.other, self.data.rna)[k].pca
+        else:
+            k = self._modality_index(adata, modality)
+            pca = self._project(adata, k, layer)
+        self.module.eval()
+        x = torch.as_tensor(pca, device=self.device)
+        return encode_all(lambda part: self.module.encode_cells(part, k), x)
+
+    def _project(self, adata: AnnData, k: int, layer: str | None) -> np.ndarray:
+        transform = self.transforms[k]
+        X = adata.layers[layer] if layer else adata.X
+        check_finite(X, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
+        idx = adata.var_names.get_indexer(transform.features)
+        missing = int((idx < 0).sum())
+        if missing == len(idx):
+            raise CellBridgeInputError("`adata` has none of the model's features; is it the right modality?")
+        if missing:
+            logger.warning("%d of %d model features are missing from `adata` and count as 0", missing, len(idx))
+        X = sp.csr_matrix(X, dtype=np.float32)
+        X = sp.hstack([X, sp.csr_matrix((X.shape[0], 1), dtype=np.float32)]).tocsr()[:, np.where(idx < 0, X.shape[1], idx)]
+        return transform.pca(transform.scale(X))
+
+    def get_feature_embeddings(self) -> dict[str, pd.DataFrame]:
+        """Feature (gene / protein) embeddings per modality: ``{"rna": df, "other": df}``."""
+        self.module.eval()
+        out = {}
+        for k, name in ((OTHER, "other"), (RNA, "rna")):
+            emb = encode_all(lambda part: self.module.encode_features(part, k), torch.as_tensor(self.profiles[k], device=self.device))
+            out[name] = pd.DataFrame(emb, index=self.transforms[k].features)
+        return out
+
+    def to_mudata(self, key: str = "X_biclum"):
+        """Copies of both modalities with ``obsm[key]``, ``varm[key]`` (NaN for non-model features) and history."""
+        import mudata as md
+
+        feats = self.get_feature_embeddings()
+        mods = {}
+        for k, name, adata in ((RNA, "rna", self.rna), (OTHER, MODALITY_NAMES[self.modality], self.other)):
+            out = adata.copy()
+            out.obsm[key] = self.get_latent(adata, "rna" if k == RNA else "other")
+            emb = feats["rna" if k == RNA else "other"].reindex(out.var_names)
+            out.varm[key] = emb.to_numpy(dtype=np.float32)
+            mods[name] = out
+        mdata = md.MuData(mods)
+        mdata.uns["biclum"] = {"history": {k: np.asarray(v) for k, v in self.history.items()},
+                               "params": _jsonable(self.params), "modality": self.modality,
+                               "n_cell_pairs": len(self.cell_pairs), "n_feature_pairs": len(self.feature_pairs)}
+        return mdata
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Save weights, preprocessing and feature profiles (tensors) plus JSON metadata; no pickles."""
+        metas, extra = [], {}
+        for k, t in enumerate(self.transforms):
+            meta, arrays = t.to_dict()
+            metas.append(meta)
+            extra.update({f"transform{k}.{name}": a for name, a in arrays.items()})
+            extra[f"profiles{k}"] = self.profiles[k]
+        metadata = {"model": "BiCLUM", "modality": self.modality, "preset": self.preset, "seed": self.seed,
+                    "params": _jsonable(self.params), "transforms": metas,
+                    "history": {k: list(map(float, v)) for k, v in self.history.items()}}
+        save_model_dir(path, self.module, metadata, overwrite=overwrite, extra=extra)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, rna: AnnData | None = None, other: AnnData | None = None,
+             *, accelerator: str = "auto") -> BiCLUM:
+        """Load a saved model; ``rna``/``other`` (optional) are attached for :meth:`get_latent`."""
+        state, meta = load_model_dir(path)
+        if meta.get("model") != "BiCLUM":
+            raise CellBridgeInputError(f"{path} holds a {meta.get('model')} model, not BiCLUM.")
+        self = cls.__new__(cls)
+        self.modality, self.preset, self.seed = meta["modality"], meta["preset"], meta["seed"]
+        self.params = meta["params"]
+        self.device = select_device(accelerator)
+        self.rna, self.other, self.data, self.history = rna, other, None, meta["history"]
+        extra = {k[len("extra/"):]: v.numpy() for k, v in state.items() if k.startswith("extra/")}
+        self.transforms = tuple(
+            ExpressionTransform.from_dict(m, {n: extra[f"transform{k}.{n}"] for n in ("mean", "std", "components")})
+            for k, m in enumerate(meta["transforms"])
+        )
+        self.profiles = [extra["profiles0"], extra["profiles1"]]
+        self.module = BiCLUMModule(
+            tuple(t.components.shape[0] for t in self.transforms),
+            tuple(p.shape[1] for p in self.profiles),
+            tuple(len(t.features) for t in self.transforms),
+            self.params["n_latent"],
+        )
+        self.module.load_state_dict({k: v for k, v in state.items() if not k.startswith("extra/")})
+        self.module.to(self.device)
+        return self
+
+
+def _metacells(values, pca: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Mean of ``values`` over ``n`` k-means groups of cells in PCA space."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    labels = MiniBatchKMeans(n_clusters=n, random_state=seed, n_init=1, batch_size=4096).fit_predict(pca)
+    onehot = sp.csr_matrix((np.ones(len(labels)), (labels, np.arange(len(labels)))), shape=(n, len(labels)))
+    sizes = np.maximum(np.asarray(onehot.sum(1)).ravel(), 1)
+    return np.asarray(sp.diags(1 / sizes) @ onehot @ values)
+
+
+def _jsonable(params: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}

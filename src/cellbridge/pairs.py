@@ -1,0 +1,144 @@
+"""Positive pairs for BiCLUM: cross-modal mutual nearest neighbours (cells) and feature pairs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.neighbors import NearestNeighbors
+
+from ._errors import CellBridgeInputError
+
+logger = logging.getLogger("cellbridge")
+
+EXACT_KNN_MAX_CELLS = 20_000
+
+
+def knn(
+    reference: np.ndarray,
+    query: np.ndarray,
+    k: int,
+    *,
+    method: str = "auto",
+    seed: int = 0,
+    n_threads: int = -1,
+) -> np.ndarray:
+    """Indices (``query`` rows x ``k``) of the ``k`` cosine-nearest rows of ``reference``.
+
+    ``method="exact"`` uses brute-force search; ``"hnsw"`` an hnswlib index (M=32,
+    ef_construction=200, ef=max(50, k)) as in the reference; ``"auto"`` is exact while both
+    sides have at most ``EXACT_KNN_MAX_CELLS`` rows.
+    """
+    k = min(k, reference.shape[0])
+    if method == "auto":
+        method = "exact" if max(len(reference), len(query)) <= EXACT_KNN_MAX_CELLS else "hnsw"
+    if method == "exact":
+        nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute", n_jobs=n_threads)
+        return nn.fit(reference).kneighbors(query, return_distance=False)
+    if method != "hnsw":
+        raise CellBridgeInputError(f"knn method must be 'auto', 'exact' or 'hnsw', got {method!r}.")
+    import hnswlib
+
+    index = hnswlib.Index(space="cosine", dim=reference.shape[1])
+    index.init_index(max_elements=len(reference), M=32, ef_construction=200, random_seed=seed)
+    index.add_items(np.ascontiguousarray(reference, dtype=np.float32), num_threads=n_threads)
+    index.set_ef(max(50, k))
+    labels, _ = index.knn_query(np.ascontiguousarray(query, dtype=np.float32), k=k, num_threads=n_threads)
+    return labels.astype(np.int64)
+
+
+def mnn_pairs(a: np.ndarray, b: np.ndarray, k: int = 50, *, method: str = "auto", seed: int = 0) -> np.ndarray:
+    """Mutual nearest neighbours between the rows of ``a`` and ``b`` (cosine distance).
+
+    Returns an ``(n_pairs, 2)`` array of ``(row of a, row of b)``: ``i`` and ``j`` are a pair when
+    ``j`` is among the ``k`` nearest rows of ``b`` to ``a[i]`` and ``i`` among the ``k`` nearest rows
+    of ``a`` to ``b[j]``.
+    """
+    if a.shape[1] != b.shape[1]:
+        raise CellBridgeInputError(
+            f"MNN inputs need the same features: {a.shape[1]} vs {b.shape[1]} columns."
+        )
+    a_to_b = _as_graph(knn(b, a, k, method=method, seed=seed), len(b))  # rows of a -> b
+    b_to_a = _as_graph(knn(a, b, k, method=method, seed=seed), len(a))  # rows of b -> a
+    mutual = a_to_b.multiply(b_to_a.T).tocoo()
+    pairs = np.column_stack([mutual.row, mutual.col]).astype(np.int64)
+    logger.info(
+        "MNN (k=%d): %d pairs; %d/%d and %d/%d cells have a partner", k, len(pairs),
+        np.unique(pairs[:, 0]).size, len(a), np.unique(pairs[:, 1]).size, len(b),
+    )
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+
+
+def _as_graph(neighbours: np.ndarray, n_cols: int) -> sp.csr_matrix:
+    n_rows, k = neighbours.shape
+    rows = np.repeat(np.arange(n_rows), k)
+    return sp.csr_matrix((np.ones(rows.size, dtype=np.int8), (rows, neighbours.ravel())), shape=(n_rows, n_cols))
+
+
+def feature_pairs(
+    other_features: Sequence[str],
+    rna_features: Sequence[str],
+    mapping: dict[str, str] | None = None,
+) -> np.ndarray:
+    """Pair each feature of the other modality with its gene among ``rna_features``.
+
+    With ``mapping=None`` a feature pairs with the RNA feature of the same name (gene activity);
+    otherwise with ``mapping[feature]`` (protein -> gene). Returns ``(n_pairs, 2)`` indices
+    ``(other, rna)``; unmatched features are left out.
+    """
+    position = {g: i for i, g in enumerate(rna_features)}
+    pairs = []
+    for i, name in enumerate(other_features):
+        gene = name if mapping is None else mapping.get(name)
+        if gene in position:
+            pairs.append((i, position[gene]))
+    if not pairs:
+        raise CellBridgeInputError(
+            "No feature of the other modality matches an RNA gene; check that gene names use the "
+            "same convention (symbols vs Ensembl ids, species) or pass a protein -> gene table."
+        )
+    return np.asarray(pairs, dtype=np.int64)
+
+
+class PartnerSampler:
+    """Draws, for each anchor cell, one of its MNN partners uniformly at random.
+
+    Anchors are all cells of both modalities (other first, then RNA). An anchor without partner
+    draws a random cell of the other modality and is flagged so it is left out of the cell loss.
+    Vectorised: one call draws all anchors' partners for an epoch.
+    """
+
+    def __init__(self, pairs: np.ndarray, n_other: int, n_rna: int):
+        self.n_other, self.n_rna = n_other, n_rna
+        self._other_to_rna = _csr_lists(pairs[:, 0], pairs[:, 1], n_other)
+        self._rna_to_other = _csr_lists(pairs[:, 1], pairs[:, 0], n_rna)
+
+    def __len__(self) -> int:
+        return self.n_other + self.n_rna
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return ``(other_index, rna_index, has_partner)`` for every anchor."""
+        rna_for_other, flag_o = _draw(self._other_to_rna, self.n_rna, rng)
+        other_for_rna, flag_r = _draw(self._rna_to_other, self.n_other, rng)
+        other_idx = np.concatenate([np.arange(self.n_other), other_for_rna])
+        rna_idx = np.concatenate([rna_for_other, np.arange(self.n_rna)])
+        return other_idx, rna_idx, np.concatenate([flag_o, flag_r])
+
+
+def _csr_lists(src: np.ndarray, dst: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(src, kind="stable")
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(indptr, src + 1, 1)
+    return np.cumsum(indptr), dst[order]
+
+
+def _draw(lists: tuple[np.ndarray, np.ndarray], n_targets: int, rng: np.random.Generator):
+    indptr, targets = lists
+    degree = np.diff(indptr)
+    has = degree > 0
+    pick = rng.integers(0, n_targets, size=degree.size)
+    offset = (rng.random(degree.size) * np.maximum(degree, 1)).astype(np.int64)
+    pick[has] = targets[indptr[:-1][has] + offset[has]]
+    return pick, has
