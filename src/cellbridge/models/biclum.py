@@ -257,7 +257,8 @@ class BiCLUM:
             emb = feats["rna" if k == RNA else "other"].reindex(out.var_names)
             out.varm[key] = emb.to_numpy(dtype=np.float32)
             mods[name] = out
-        mdata = md.MuData(mods)
+        with md.set_options(pull_on_update=False):
+            mdata = md.MuData(mods)
         mdata.uns["biclum"] = {"history": {k: np.asarray(v) for k, v in self.history.items()},
                                "params": _jsonable(self.params), "modality": self.modality,
                                "n_cell_pairs": len(self.cell_pairs), "n_feature_pairs": len(self.feature_pairs)}

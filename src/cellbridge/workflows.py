@@ -1,0 +1,168 @@
+"""End-to-end jobs behind the command line: read inputs, run a method, write results."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import mudata as md
+import numpy as np
+from anndata import AnnData
+
+from . import io
+from ._errors import CellBridgeInputError
+from ._validate import check_label_column
+
+logger = logging.getLogger("cellbridge")
+
+ATAC_KEYS = ("atac", "gene_activity")
+PROTEIN_KEYS = ("adt", "protein")
+
+
+def _check_out(out: str | os.PathLike, overwrite: bool) -> Path:
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite (overwrite=True) to replace it.")
+    return out
+
+
+def load_other_modality(
+    *,
+    atac: str | None = None,
+    fragments: str | None = None,
+    gene_activity: str | None = None,
+    adt: str | None = None,
+    annotation: str | None = None,
+    cells: AnnData | None = None,
+) -> tuple[AnnData, str]:
+    """Read the non-RNA input of ``integrate`` and return it in gene space (or ADT) with its modality."""
+    given = [k for k, v in dict(atac=atac, fragments=fragments, gene_activity=gene_activity, adt=adt).items() if v]
+    if len(given) != 1:
+        raise CellBridgeInputError(f"give exactly one of --atac, --fragments, --gene-activity, --adt (got {given or 'none'}).")
+    if adt:
+        return io.read(adt), "protein"
+    if gene_activity:
+        return io.read(gene_activity), "atac"
+    if not annotation:
+        raise CellBridgeInputError("--atac/--fragments need --genome-annotation (a BED/GTF/GFF3 file or hg38, hg19, mm10).")
+    from .pp import gene_activity as compute
+
+    if atac:
+        return compute(io.read(atac), annotation), "atac"
+    if cells is None:
+        raise CellBridgeInputError("--fragments needs the cells to score: pass --cells with an h5ad of the ATAC barcodes.")
+    return compute(None, annotation, fragments=fragments, cells=cells), "atac"
+
+
+def integrate(
+    rna_path: str,
+    out: str,
+    *,
+    atac: str | None = None,
+    fragments: str | None = None,
+    cells: str | None = None,
+    gene_activity: str | None = None,
+    adt: str | None = None,
+    annotation: str | None = None,
+    preset: str = "default",
+    epochs: int | None = None,
+    max_time: float | None = None,
+    seed: int = 0,
+    layer_rna: str | None = None,
+    layer_other: str | None = None,
+    overwrite: bool = False,
+    model_dir: str | None = None,
+    progress: bool = True,
+) -> md.MuData:
+    """Run BiCLUM on files and write a MuData with embeddings (obsm/varm) and history (uns)."""
+    from .models.biclum import BiCLUM
+
+    out_path = _check_out(out, overwrite)
+    rna = io.read(rna_path)
+    cell_obs = io.read(cells) if cells else None
+    other, modality = load_other_modality(atac=atac, fragments=fragments, gene_activity=gene_activity,
+                                          adt=adt, annotation=annotation, cells=cell_obs)
+    model = BiCLUM(rna, other, modality=modality, preset=preset, seed=seed,
+                   layer_rna=layer_rna, layer_other=layer_other)
+    model.train(max_epochs=epochs, max_time=max_time, progress=progress)
+    mdata = model.to_mudata()
+    io.write_h5mu(mdata, out_path, overwrite=overwrite)
+    if model_dir:
+        model.save(model_dir, overwrite=overwrite)
+    logger.info("wrote %s", out_path)
+    return mdata
+
+
+def evaluate(
+    result: str | md.MuData,
+    *,
+    label: str,
+    paired: bool = False,
+    key: str = "X_biclum",
+    out: str | None = None,
+    overwrite: bool = False,
+) -> dict[str, float]:
+    """Integration metrics (METHODS §4) of a result MuData with two modalities."""
+    from .metrics import integration_metrics
+
+    mdata = io.read_mudata(result) if not isinstance(result, md.MuData) else result
+    names = list(mdata.mod)
+    if len(names) != 2:
+        raise CellBridgeInputError(f"the result must hold two modalities, found {names}.")
+    a, b = (mdata.mod[n] for n in names)
+    for name, adata in zip(names, (a, b)):
+        check_label_column(adata, label, name)
+        if key not in adata.obsm:
+            raise CellBridgeInputError(f"modality {name!r} has no obsm[{key!r}]; pass --key with the embedding name.")
+    if paired and not np.array_equal(a.obs_names, b.obs_names):
+        common = a.obs_names.intersection(b.obs_names)
+        if len(common) == 0:
+            raise CellBridgeInputError("--paired was given but the modalities share no cell names.")
+        a, b = a[common], b[common]
+    metrics = integration_metrics(
+        np.asarray(a.obsm[key]), np.asarray(b.obsm[key]),
+        a.obs[label].astype(str).to_numpy(), b.obs[label].astype(str).to_numpy(), paired=paired,
+    )
+    if out:
+        _write_json(metrics, out, overwrite)
+    return metrics
+
+
+def _write_json(obj: dict, path: str, overwrite: bool) -> None:
+    from .io import _atomic_write
+
+    _atomic_write(Path(path), overwrite, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)))
+
+
+def demo(
+    *,
+    n_cells: int = 3000,
+    epochs: int = 60,
+    seed: int = 0,
+    out: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Simulate paired RNA + ATAC, compute gene activity from the peaks, integrate them as unpaired
+    with BiCLUM, and return the metrics (the pairing is used only for FOSCTTM / neighbourhood overlap)."""
+    from . import datasets
+    from .metrics import integration_metrics
+    from .models.biclum import BiCLUM
+    from .pp import gene_activity
+
+    start = time.perf_counter()
+    sim = datasets.simulate_multiome(n_cells, seed=seed)
+    rna, atac = sim["rna"], sim["atac"]
+    gam = gene_activity(atac, sim["annotation"])
+    model = BiCLUM(rna, gam, modality="atac", seed=seed)
+    model.train(max_epochs=epochs, progress=progress)
+    z_rna, z_atac = model.get_latent(rna), model.get_latent(gam)
+    labels = rna.obs["cell_type"].astype(str).to_numpy()
+    metrics = integration_metrics(z_atac, z_rna, labels, labels, paired=True, seed=seed)
+    metrics["seconds"] = time.perf_counter() - start
+    if out:
+        io.write_h5mu(model.to_mudata(), out, overwrite=overwrite)
+    return metrics

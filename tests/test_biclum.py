@@ -1,0 +1,129 @@
+import math
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+import cellbridge as cb
+from cellbridge import CellBridgeInputError
+from cellbridge.models.losses import nt_xent
+
+
+@pytest.fixture(scope="module")
+def split_rna():
+    """Two disjoint halves of a simulated RNA dataset: an unpaired pair in one gene space."""
+    rna = cb.datasets.simulate_multiome(600, n_genes=200, n_types=4, seed=3)["rna"]
+    return rna[:300].copy(), rna[300:].copy()
+
+
+def _model(split_rna, **kw):
+    a, b = split_rna
+    kw = {"k_mnn": 20, "n_pcs": 20, "max_epochs": 3, "n_profile": 128, **kw}
+    return cb.BiCLUM(b, a, modality="atac", **kw)
+
+
+def test_nt_xent_hand_computed():
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # Each row: partner logit 1, two others 0 (self excluded) -> -log(e / (e + 2)).
+    assert nt_xent(a, a.clone(), tau=1.0).item() == pytest.approx(math.log(1 + 2 / math.e), rel=1e-6)
+    # Temperature divides the similarities; cosine normalises the rows first.
+    assert nt_xent(2 * a, 2 * a, tau=4.0).item() == pytest.approx(math.log(1 + 2 / math.e), rel=1e-6)
+    assert nt_xent(3 * a, a, tau=1.0, similarity="cosine").item() == pytest.approx(math.log(1 + 2 / math.e), rel=1e-6)
+
+
+def test_train_embed_and_outputs(split_rna):
+    model = _model(split_rna, max_epochs=15)
+    history = model.train(progress=False)
+    assert len(history["loss"]) == 15 and all(np.isfinite(history["loss"]))
+    assert history["loss"][-1] < history["loss"][0]
+    a, b = split_rna
+    za, zb = model.get_latent(a, "other"), model.get_latent(b)
+    assert za.shape == (300, 50) and zb.shape == (300, 50)
+    pred, _ = cb.tl.transfer_labels(za, a.obs["cell_type"].to_numpy(), zb, k=5)
+    assert np.mean(np.asarray(pred) == b.obs["cell_type"].to_numpy()) > 0.8
+    feats = model.get_feature_embeddings()
+    assert feats["rna"].shape == (200, 50) and list(feats["other"].index) == list(a.var_names)
+    mdata = model.to_mudata()
+    assert mdata.mod["rna"].obsm["X_biclum"].shape == (300, 50)
+    assert mdata.mod["atac"].varm["X_biclum"].shape == (200, 50)
+    assert "X_biclum" not in b.obsm  # inputs untouched
+
+
+def test_deterministic_on_cpu(split_rna):
+    z1 = _model(split_rna, seed=7)
+    z1.train(progress=False)
+    z2 = _model(split_rna, seed=7)
+    z2.train(progress=False)
+    np.testing.assert_array_equal(z1.get_latent(modality="rna"), z2.get_latent(modality="rna"))
+
+
+def test_reference_preset_exact_mode_runs(split_rna):
+    model = _model(split_rna, preset="reference", max_epochs=2)
+    assert model.params["feature_mode"] == "exact" and model.profiles[0].shape[1] == 300
+    model.train(progress=False)
+    assert np.isfinite(model.get_latent(modality="other")).all()
+
+
+def test_early_stopping_restores_best(split_rna):
+    model = _model(split_rna, patience=1, lr=5e-2, max_epochs=30)
+    h = model.train(progress=False)
+    best = h["best_epoch"][0]
+    assert h["loss"][best] == min(h["loss"]) and len(h["loss"]) < 30
+
+
+def test_batch_without_pairs_is_not_nan(split_rna):
+    model = _model(split_rna)
+    model.cell_pairs = model.cell_pairs[:0]  # no MNN pair at all (D4)
+    h = model.train(progress=False)
+    assert np.isfinite(h["loss"]).all() and all(c == 0 for c in h["cell"])
+
+
+def test_save_load_roundtrip(split_rna, tmp_path):
+    model = _model(split_rna)
+    model.train(progress=False)
+    a, b = split_rna
+    model.save(tmp_path / "m")
+    with pytest.raises(FileExistsError):
+        model.save(tmp_path / "m")
+    loaded = cb.BiCLUM.load(tmp_path / "m")
+    np.testing.assert_allclose(loaded.get_latent(b, "rna"), model.get_latent(b), atol=1e-5)
+    np.testing.assert_allclose(loaded.get_feature_embeddings()["other"], model.get_feature_embeddings()["other"], atol=1e-5)
+
+
+def test_query_mapping_held_out_cells_land_with_their_type():
+    sim = cb.datasets.simulate_multiome(900, n_genes=200, n_types=4, seed=5)["rna"]
+    ref_a, ref_b, query = sim[:300].copy(), sim[300:600].copy(), sim[600:].copy()
+    model = cb.BiCLUM(ref_b, ref_a, modality="atac", k_mnn=20, n_pcs=20, max_epochs=15, n_profile=128)
+    model.train(progress=False)
+    zq = model.get_latent(query, "rna")  # cells never seen in training
+    pred, _ = cb.tl.transfer_labels(model.get_latent(ref_b), ref_b.obs["cell_type"].to_numpy(), zq, k=5)
+    assert np.mean(np.asarray(pred) == query.obs["cell_type"].to_numpy()) > 0.8
+
+
+def test_bad_inputs(split_rna):
+    a, b = split_rna
+    renamed = a.copy()
+    renamed.var_names = [f"x{i}" for i in range(a.n_vars)]
+    with pytest.raises(CellBridgeInputError, match="share no gene"):
+        cb.BiCLUM(b, renamed)
+    frac = b.copy()
+    frac.X = frac.X * 0.5
+    with pytest.raises(CellBridgeInputError, match="non-integer.*layer"):
+        cb.BiCLUM(frac, a)
+    nan = b.copy()
+    nan.X = nan.X.toarray()
+    nan.X[0, 0] = np.nan
+    with pytest.raises(CellBridgeInputError, match="NaN"):
+        cb.BiCLUM(nan, a)
+    with pytest.raises(CellBridgeInputError, match="empty"):
+        cb.BiCLUM(b[:0].copy(), a)
+    dup = b.copy()
+    dup.var_names = ["g"] * b.n_vars
+    with pytest.raises(CellBridgeInputError, match="duplicated"):
+        cb.BiCLUM(dup, a)
+    with pytest.raises(CellBridgeInputError, match="preset"):
+        cb.BiCLUM(b, a, preset="fast")
+    with pytest.raises(CellBridgeInputError, match="unknown BiCLUM parameter"):
+        cb.BiCLUM(b, a, learning_rate=1)
