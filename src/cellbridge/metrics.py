@@ -1,0 +1,593 @@
+"""Evaluation metrics for joint embeddings and clusterings (METHODS §4).
+
+Integration metrics follow the BiCLUM benchmark. Each metric is a public function on numpy
+arrays; :func:`integration_metrics` runs them all on the embeddings of two modalities, and
+:func:`clustering_metrics` scores a clustering. Higher is better for every metric except FOSCTTM
+and Davies–Bouldin.
+
+Deviations from the reference evaluation code, all deliberate:
+
+- neighbour queries exclude the cell itself (the reference's neighbourhood overlap counted the
+  cell among its 30 "neighbours");
+- the 15-NN graph of graph connectivity and of the Leiden NMI is built by
+  :func:`cellbridge.tl.knn_graph` (15 neighbours besides the cell; scanpy counts the cell itself);
+- modality ASW skips cell types whose silhouette is undefined (a type seen in one modality only,
+  or too few cells); the reference scored those types as perfectly mixed (1).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import sklearn.metrics as skm
+from scipy.sparse.csgraph import connected_components
+from sklearn.neighbors import KNeighborsClassifier
+
+from ._errors import CellBridgeInputError, CellBridgeWarning
+from .tl.clustering import as_embedding, knn_graph, knn_indices, leiden_on_graph
+
+__all__ = [
+    "integration_metrics",
+    "graph_connectivity",
+    "seurat_alignment_score",
+    "modality_asw",
+    "neighbourhood_overlap",
+    "mean_average_precision",
+    "cell_type_asw",
+    "leiden_nmi",
+    "transfer_accuracy",
+    "foscttm",
+    "clustering_metrics",
+    "DEFAULT_RESOLUTIONS",
+]
+
+#: Leiden resolutions scanned by :func:`leiden_nmi`: 0.1, 0.2, ..., 2.0 (20 values).
+DEFAULT_RESOLUTIONS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 21))
+
+_MAX_SILHOUETTE_CELLS = 20_000
+
+
+# --------------------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------------------
+
+
+def _labels(labels, n: int, name: str) -> np.ndarray:
+    """Integer codes of one label per cell; missing labels are an error."""
+    values = np.asarray(labels.values if isinstance(labels, pd.Series) else labels, dtype=object)
+    if values.ndim != 1 or values.shape[0] != n:
+        raise CellBridgeInputError(
+            f"`{name}` must hold one label per cell ({n} cells), got shape {values.shape}."
+        )
+    codes, _ = pd.factorize(values)
+    if (codes < 0).any():
+        raise CellBridgeInputError(
+            f"`{name}` has {int((codes < 0).sum())} missing labels; drop those cells before scoring."
+        )
+    return codes
+
+
+def _joint_codes(labels_a, labels_b, n_a: int, n_b: int) -> np.ndarray:
+    """Codes of both modalities' labels in one shared vocabulary."""
+    a = np.asarray(labels_a.values if isinstance(labels_a, pd.Series) else labels_a, dtype=object)
+    b = np.asarray(labels_b.values if isinstance(labels_b, pd.Series) else labels_b, dtype=object)
+    _labels(a, n_a, "labels_a")
+    _labels(b, n_b, "labels_b")
+    return pd.factorize(np.concatenate([a, b]))[0]
+
+
+def _pair(emb_a, emb_b, *, paired: bool) -> tuple[np.ndarray, np.ndarray]:
+    a, b = as_embedding(emb_a, "emb_a"), as_embedding(emb_b, "emb_b")
+    if a.shape[1] != b.shape[1]:
+        raise CellBridgeInputError(
+            f"`emb_a` has {a.shape[1]} dimensions and `emb_b` {b.shape[1]}; both must be cells "
+            "of the same joint embedding."
+        )
+    if paired and a.shape[0] != b.shape[0]:
+        raise CellBridgeInputError(
+            f"paired metrics need row i of `emb_a` to be the partner of row i of `emb_b`, but they "
+            f"have {a.shape[0]} and {b.shape[0]} rows; pass `paired=False` or align the cells."
+        )
+    return a, b
+
+
+def _subsample(n: int, max_cells: int | None, seed: int) -> np.ndarray:
+    if max_cells is None or n <= max_cells:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, max_cells, replace=False))
+
+
+# --------------------------------------------------------------------------------------------------
+# omics mixing
+# --------------------------------------------------------------------------------------------------
+
+
+def graph_connectivity(emb, labels, *, n_neighbors: int = 15) -> float:
+    """Graph connectivity of each cell type in the kNN graph of the joint embedding.
+
+    For each cell type, the kNN graph of all cells is restricted to that type's cells; the score
+    of the type is (size of its largest connected component) / (number of its cells). The
+    result is the mean over types; 1 means every type forms one connected piece.
+
+    Parameters
+    ----------
+    emb
+        Joint embedding, cells x dimensions (both modalities stacked).
+    labels
+        Cell-type label per cell.
+    n_neighbors
+        Neighbours per cell in the graph (the cell itself not counted).
+
+    Returns
+    -------
+    float
+        Mean over cell types, in (0, 1].
+    """
+    X = as_embedding(emb, min_rows=2)
+    codes = _labels(labels, X.shape[0], "labels")
+    graph = knn_graph(X, n_neighbors=n_neighbors)
+    scores = []
+    for code in np.unique(codes):
+        members = np.flatnonzero(codes == code)
+        _, comp = connected_components(graph[members][:, members], directed=False)
+        scores.append(np.bincount(comp).max() / members.size)
+    return float(np.mean(scores))
+
+
+def seurat_alignment_score(
+    emb,
+    modality,
+    *,
+    neighbor_frac: float = 0.01,
+    n_repeats: int = 4,
+    seed: int = 0,
+) -> float:
+    """Seurat alignment score (Butler et al. 2018) of modalities in a joint embedding.
+
+    Each repeat subsamples every modality to the size of the smallest one, takes
+    k = max(round(neighbor_frac * subsampled cells), 1) neighbours per cell, and scores
+    min(1, (k - x) * M / (k * (M - 1))) where x is the mean number of same-modality neighbours and
+    M the number of modalities. 1 = perfectly mixed, 0 = fully separated.
+
+    Parameters
+    ----------
+    emb
+        Joint embedding, cells x dimensions.
+    modality
+        Modality (or batch) label per cell; at least two distinct values.
+    neighbor_frac
+        Neighbours as a fraction of the subsampled cells.
+    n_repeats
+        Number of random subsamples averaged.
+    seed
+        Seed of the subsampling.
+
+    Returns
+    -------
+    float
+        Mean over repeats, in [0, 1].
+    """
+    X = as_embedding(emb, min_rows=2)
+    codes = _labels(modality, X.shape[0], "modality")
+    groups = [np.flatnonzero(codes == c) for c in np.unique(codes)]
+    if len(groups) < 2:
+        raise CellBridgeInputError("`modality` has a single value; alignment needs two modalities.")
+    size, M = min(g.size for g in groups), len(groups)
+    rng = np.random.default_rng(seed)
+    scores = []
+    for _ in range(n_repeats):
+        idx = np.concatenate([rng.choice(g, size, replace=False) for g in groups])
+        k = max(round(idx.size * neighbor_frac), 1)
+        _, nn = knn_indices(X[idx], k)
+        k = nn.shape[1]
+        same = (codes[idx][nn] == codes[idx][:, None]).sum(axis=1).mean()
+        scores.append(min(1.0, (k - same) * M / (k * (M - 1))))
+    return float(np.mean(scores))
+
+
+def modality_asw(
+    emb, labels, modality, *, max_cells: int | None = _MAX_SILHOUETTE_CELLS, seed: int = 0
+) -> float:
+    """Modality average silhouette width within cell types.
+
+    For each cell type, the silhouette of its cells with respect to modality is computed and
+    scored mean(1 - |s|); the result is the mean over cell types. 1 = modalities
+    indistinguishable within types. Types present in a single modality (or with too few cells
+    for a silhouette) are skipped.
+
+    Parameters
+    ----------
+    emb
+        Joint embedding, cells x dimensions.
+    labels
+        Cell-type label per cell.
+    modality
+        Modality label per cell.
+    max_cells
+        Cell types with more cells are subsampled (seeded) to this size; ``None`` never subsamples.
+    seed
+        Seed of the subsampling.
+
+    Returns
+    -------
+    float
+        Mean over the scored cell types, NaN when no type could be scored.
+    """
+    X = as_embedding(emb)
+    types = _labels(labels, X.shape[0], "labels")
+    mods = _labels(modality, X.shape[0], "modality")
+    scores = []
+    for code in np.unique(types):
+        members = np.flatnonzero(types == code)
+        members = members[_subsample(members.size, max_cells, seed)]
+        n_mod = np.unique(mods[members]).size
+        if n_mod < 2 or members.size <= n_mod:
+            continue
+        s = skm.silhouette_samples(X[members], mods[members])
+        scores.append(float(np.mean(1 - np.abs(s))))
+    if not scores:
+        warnings.warn(
+            "modality ASW: no cell type has cells of two modalities; returning NaN.",
+            CellBridgeWarning,
+            stacklevel=2,
+        )
+        return float("nan")
+    return float(np.mean(scores))
+
+
+def neighbourhood_overlap(emb_a, emb_b, *, k: int = 30) -> float:
+    """Fraction of cells whose true partner is among their ``k`` nearest neighbours.
+
+    Paired data only: row i of ``emb_a`` and row i of ``emb_b`` are the same cell. Neighbours are
+    searched in the joint space (both modalities stacked, the cell itself excluded); the result
+    averages both directions (a cells finding their b partner and vice versa).
+
+    Parameters
+    ----------
+    emb_a, emb_b
+        Embeddings of the two modalities, n x d each, rows aligned.
+    k
+        Neighbourhood size.
+
+    Returns
+    -------
+    float
+        In [0, 1]; higher is better.
+    """
+    a, b = _pair(emb_a, emb_b, paired=True)
+    n = a.shape[0]
+    _, nn = knn_indices(np.vstack([a, b]), k)
+    partner = np.concatenate([np.arange(n) + n, np.arange(n)])
+    return float((nn == partner[:, None]).any(axis=1).mean())
+
+
+# --------------------------------------------------------------------------------------------------
+# biology conservation
+# --------------------------------------------------------------------------------------------------
+
+
+def mean_average_precision(emb, labels, *, neighbor_frac: float = 0.01) -> float:
+    """Mean average precision of same-label hits among each cell's nearest neighbours.
+
+    With k = max(round(neighbor_frac * cells), 1) neighbours (the cell itself excluded) sorted by
+    distance and hit indicators h_1..h_k, a cell's average precision is the mean of the precision
+    at rank i over the ranks i with a hit (0 when there is none); the result is the mean over cells.
+
+    Parameters
+    ----------
+    emb
+        Joint embedding, cells x dimensions.
+    labels
+        Cell-type label per cell.
+    neighbor_frac
+        Neighbours as a fraction of all cells.
+
+    Returns
+    -------
+    float
+        In [0, 1].
+    """
+    X = as_embedding(emb, min_rows=2)
+    codes = _labels(labels, X.shape[0], "labels")
+    k = max(round(X.shape[0] * neighbor_frac), 1)
+    _, nn = knn_indices(X, k)
+    hits = codes[nn] == codes[:, None]
+    precision = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
+    n_hits = hits.sum(axis=1)
+    ap = np.divide((precision * hits).sum(axis=1), n_hits, out=np.zeros(len(n_hits)), where=n_hits > 0)
+    return float(ap.mean())
+
+
+def cell_type_asw(
+    emb, labels, *, max_cells: int | None = _MAX_SILHOUETTE_CELLS, seed: int = 0
+) -> float:
+    """Cell-type silhouette width rescaled to [0, 1]: (s + 1) / 2.
+
+    Parameters
+    ----------
+    emb
+        Joint embedding, cells x dimensions.
+    labels
+        Cell-type label per cell (at least two types).
+    max_cells
+        Above this many cells the silhouette is computed on a seeded subsample.
+    seed
+        Seed of the subsample.
+
+    Returns
+    -------
+    float
+        In [0, 1]; 0.5 means no structure.
+    """
+    X = as_embedding(emb)
+    codes = _labels(labels, X.shape[0], "labels")
+    if not 2 <= np.unique(codes).size <= X.shape[0] - 1:
+        raise CellBridgeInputError(
+            "cell-type ASW needs at least two cell types and fewer types than cells; "
+            f"got {np.unique(codes).size} types for {X.shape[0]} cells."
+        )
+    idx = _subsample(X.shape[0], max_cells, seed)
+    return float((skm.silhouette_score(X[idx], codes[idx]) + 1) / 2)
+
+
+def leiden_nmi(
+    emb,
+    labels,
+    *,
+    resolutions: Sequence[float] = DEFAULT_RESOLUTIONS,
+    n_neighbors: int = 15,
+    seed: int = 0,
+) -> float:
+    """Best NMI between Leiden clusterings of the embedding and the labels.
+
+    One kNN graph is built; Leiden runs at each resolution (default 0.1, 0.2, ..., 2.0, i.e. 20
+    values); the maximum NMI with the labels is returned (the OpenProblems NeurIPS 2021 and BiCLUM
+    definition).
+
+    Parameters
+    ----------
+    emb
+        Joint embedding, cells x dimensions.
+    labels
+        Cell-type label per cell.
+    resolutions
+        Leiden resolutions to scan.
+    n_neighbors
+        Neighbours per cell in the graph.
+    seed
+        Leiden seed.
+
+    Returns
+    -------
+    float
+        In [0, 1].
+    """
+    X = as_embedding(emb, min_rows=2)
+    codes = _labels(labels, X.shape[0], "labels")
+    if len(resolutions) == 0:
+        raise CellBridgeInputError("`resolutions` is empty; pass at least one Leiden resolution.")
+    graph = knn_graph(X, n_neighbors=n_neighbors)
+    return float(
+        max(
+            skm.normalized_mutual_info_score(codes, leiden_on_graph(graph, resolution=r, seed=seed))
+            for r in resolutions
+        )
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# label transfer and FOSCTTM
+# --------------------------------------------------------------------------------------------------
+
+
+def transfer_accuracy(train_emb, train_labels, test_emb, test_labels, *, k: int = 5) -> float:
+    """Accuracy of a k-NN classifier trained on one modality and predicting the other.
+
+    Uses scikit-learn's ``KNeighborsClassifier`` (uniform weights), as the reference benchmark.
+
+    Parameters
+    ----------
+    train_emb, train_labels
+        Embedding and labels of the modality the classifier is trained on.
+    test_emb, test_labels
+        Embedding and true labels of the modality whose labels are predicted.
+    k
+        Number of neighbours.
+
+    Returns
+    -------
+    float
+        Fraction of test cells predicted correctly.
+    """
+    train, test = _pair(train_emb, test_emb, paired=False)
+    codes = _joint_codes(train_labels, test_labels, train.shape[0], test.shape[0])
+    y_train, y_test = codes[: train.shape[0]], codes[train.shape[0]:]
+    clf = KNeighborsClassifier(n_neighbors=min(k, train.shape[0])).fit(train, y_train)
+    return float(np.mean(clf.predict(test) == y_test))
+
+
+def _closer_than_partner(query: np.ndarray, target: np.ndarray, chunk_size: int) -> np.ndarray:
+    """For each query row i: fraction of target rows closer to it than target row i."""
+    n = query.shape[0]
+    out = np.empty(n)
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        d = skm.pairwise_distances(query[start:stop], target, metric="euclidean")
+        own = d[np.arange(stop - start), np.arange(start, stop)]
+        out[start:stop] = (d < own[:, None]).mean(axis=1)
+    return out
+
+
+def foscttm(emb_a, emb_b, *, chunk_size: int | None = None) -> float:
+    """Fraction of samples closer than the true match (Euclidean), averaged over both directions.
+
+    Paired data only. For cell i of modality a, the fraction of the n cells of modality b that
+    are closer to a_i than its partner b_i (and vice versa); the result is the mean over all 2n
+    values. 0 = every partner is the nearest cell; about 0.5 = random. Distances are computed in
+    row chunks, so memory stays at ``chunk_size`` x n.
+
+    Parameters
+    ----------
+    emb_a, emb_b
+        Embeddings of the two modalities, n x d each, rows aligned.
+    chunk_size
+        Rows per chunk; default keeps each chunk near 8 million distances.
+
+    Returns
+    -------
+    float
+        In [0, 1); lower is better.
+    """
+    a, b = _pair(emb_a, emb_b, paired=True)
+    n = a.shape[0]
+    chunk = chunk_size or max(1, 8_000_000 // max(n, 1))
+    both = np.concatenate([_closer_than_partner(a, b, chunk), _closer_than_partner(b, a, chunk)])
+    return float(both.mean())
+
+
+# --------------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------------
+
+
+def integration_metrics(
+    emb_a, emb_b, labels_a, labels_b, *, paired: bool = False, seed: int = 0
+) -> dict[str, float]:
+    """All integration metrics of METHODS §4 for a joint embedding of two modalities.
+
+    Parameters
+    ----------
+    emb_a, emb_b
+        Embeddings of modality a and b (cells x d each) in one shared space.
+    labels_a, labels_b
+        Cell-type label per cell of each modality.
+    paired
+        Row i of ``emb_a`` and row i of ``emb_b`` are the same cell: adds neighbourhood overlap
+        (to omics mixing) and FOSCTTM. Otherwise those two are NaN.
+    seed
+        Seed of the alignment-score subsampling, silhouette subsampling and Leiden.
+
+    Returns
+    -------
+    dict[str, float]
+        ``graph_connectivity``, ``seurat_alignment_score``, ``modality_asw``,
+        ``neighbourhood_overlap``, ``omics_mixing`` (mean of the available mixing metrics),
+        ``map``, ``cell_type_asw``, ``nmi``, ``biology_conservation`` (their mean),
+        ``transfer_accuracy_a_to_b`` (trained on a, predicting b), ``transfer_accuracy_b_to_a``,
+        ``transfer_accuracy`` (mean of both directions) and ``foscttm``.
+    """
+    a, b = _pair(emb_a, emb_b, paired=paired)
+    labels = _joint_codes(labels_a, labels_b, a.shape[0], b.shape[0])
+    X = np.vstack([a, b])
+    modality = np.repeat([0, 1], [a.shape[0], b.shape[0]])
+    out: dict[str, float] = {
+        "graph_connectivity": graph_connectivity(X, labels),
+        "seurat_alignment_score": seurat_alignment_score(X, modality, seed=seed),
+        "modality_asw": modality_asw(X, labels, modality, seed=seed),
+        "neighbourhood_overlap": neighbourhood_overlap(a, b) if paired else float("nan"),
+    }
+    mixing = [out[key] for key in list(out) if not np.isnan(out[key])]
+    out["omics_mixing"] = float(np.mean(mixing)) if mixing else float("nan")
+    out["map"] = mean_average_precision(X, labels)
+    out["cell_type_asw"] = cell_type_asw(X, labels, seed=seed)
+    out["nmi"] = leiden_nmi(X, labels, seed=seed)
+    out["biology_conservation"] = float(np.mean([out["map"], out["cell_type_asw"], out["nmi"]]))
+    la, lb = labels[: a.shape[0]], labels[a.shape[0]:]
+    out["transfer_accuracy_a_to_b"] = transfer_accuracy(a, la, b, lb)
+    out["transfer_accuracy_b_to_a"] = transfer_accuracy(b, lb, a, la)
+    out["transfer_accuracy"] = (out["transfer_accuracy_a_to_b"] + out["transfer_accuracy_b_to_a"]) / 2
+    out["foscttm"] = foscttm(a, b) if paired else float("nan")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# clustering metrics (scMDCF)
+# --------------------------------------------------------------------------------------------------
+
+
+def _label_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    h, c, v = skm.homogeneity_completeness_v_measure(true, pred)
+    return {
+        "nmi": skm.normalized_mutual_info_score(true, pred),
+        "ari": skm.adjusted_rand_score(true, pred),
+        "ami": skm.adjusted_mutual_info_score(true, pred),
+        "fmi": skm.fowlkes_mallows_score(true, pred),
+        "homogeneity": h,
+        "completeness": c,
+        "v_measure": v,
+    }
+
+
+def _internal_metrics(pred: np.ndarray, X, max_cells: int | None, seed: int) -> dict[str, float]:
+    X = as_embedding(X, "X")
+    if X.shape[0] != pred.shape[0]:
+        raise CellBridgeInputError(
+            f"`X` has {X.shape[0]} rows but `labels_pred` {pred.shape[0]} labels; pass the "
+            "embedding of the clustered cells, in the same order."
+        )
+    n_clusters = np.unique(pred).size
+    if not 2 <= n_clusters <= X.shape[0] - 1:
+        warnings.warn(
+            f"{n_clusters} cluster(s) for {X.shape[0]} cells: Davies–Bouldin, Calinski–Harabasz "
+            "and silhouette need 2 <= clusters < cells; returning NaN for them.",
+            CellBridgeWarning,
+            stacklevel=3,
+        )
+        return dict.fromkeys(("davies_bouldin", "calinski_harabasz", "silhouette"), float("nan"))
+    idx = _subsample(X.shape[0], max_cells, seed)
+    sil = skm.silhouette_score(X[idx], pred[idx]) if np.unique(pred[idx]).size > 1 else np.nan
+    return {
+        "davies_bouldin": skm.davies_bouldin_score(X, pred),
+        "calinski_harabasz": skm.calinski_harabasz_score(X, pred),
+        "silhouette": sil,
+    }
+
+
+def clustering_metrics(
+    labels_pred,
+    labels_true=None,
+    X=None,
+    *,
+    silhouette_max_cells: int | None = _MAX_SILHOUETTE_CELLS,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Score a clustering against labels and/or on the data it clusters (scikit-learn).
+
+    Parameters
+    ----------
+    labels_pred
+        Cluster label per cell.
+    labels_true
+        Reference labels: gives ``nmi``, ``ari``, ``ami``, ``fmi``, ``homogeneity``,
+        ``completeness``, ``v_measure`` (all invariant to renaming the clusters).
+    X
+        Cells x dimensions data or embedding: gives ``davies_bouldin`` (lower is better),
+        ``calinski_harabasz`` and ``silhouette``.
+    silhouette_max_cells
+        Above this many cells the silhouette uses a seeded subsample of this size.
+    seed
+        Seed of that subsample.
+
+    Returns
+    -------
+    dict[str, float]
+        The metrics that the given inputs allow.
+    """
+    if labels_true is None and X is None:
+        raise CellBridgeInputError(
+            "clustering_metrics needs `labels_true` (label-based metrics) and/or `X` "
+            "(internal metrics); pass at least one."
+        )
+    pred_values = np.asarray(labels_pred, dtype=object)
+    pred = _labels(pred_values, pred_values.shape[0], "labels_pred")
+    out: dict[str, float] = {}
+    if labels_true is not None:
+        out.update(_label_metrics(pred, _labels(labels_true, pred.shape[0], "labels_true")))
+    if X is not None:
+        X = X.toarray() if sp.issparse(X) else X
+        out.update(_internal_metrics(pred, X, silhouette_max_cells, seed))
+    return {key: float(value) for key, value in out.items()}

@@ -1,0 +1,63 @@
+import json
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pytest
+
+import cellbridge as cb
+from cellbridge.cli import main
+
+
+@pytest.fixture(scope="module")
+def sim_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sim")
+    sim = cb.datasets.simulate_multiome(500, n_genes=150, n_types=3, seed=2)
+    sim["rna"].write_h5ad(d / "rna.h5ad")
+    sim["atac"].write_h5ad(d / "atac.h5ad")
+    sim["adt"].write_h5ad(d / "adt.h5ad")
+    ann = sim["annotation"]
+    ann[["chrom", "start", "end", "gene_name", "strand"]].to_csv(d / "genes.bed", sep="\t", header=False, index=False)
+    return d
+
+
+def test_integrate_atac_then_evaluate(sim_files, tmp_path, capsys):
+    out = tmp_path / "result.h5mu"
+    args = ["integrate", "--rna", str(sim_files / "rna.h5ad"), "--atac", str(sim_files / "atac.h5ad"),
+            "--genome-annotation", str(sim_files / "genes.bed"), "--out", str(out), "--epochs", "3", "--quiet"]
+    assert main(args) == 0
+    mdata = md.read_h5mu(out)
+    assert set(mdata.mod) == {"rna", "atac"}
+    assert mdata.mod["rna"].obsm["X_biclum"].shape == (500, 50)
+    assert mdata.mod["atac"].varm["X_biclum"].shape[1] == 50
+    assert len(mdata.uns["biclum"]["history"]["loss"]) == 3
+    # refuses to overwrite, then overwrites when asked
+    assert main(args) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--label", "cell_type", "--paired"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert 0 <= metrics["foscttm"] <= 1 and 0 <= metrics["transfer_accuracy"] <= 1
+    assert main(["evaluate", str(out), "--label", "no_such_column"]) == 2
+    assert "no column 'no_such_column'" in capsys.readouterr().err
+
+
+def test_integrate_adt(sim_files, tmp_path):
+    out = tmp_path / "adt.h5mu"
+    assert main(["integrate", "--rna", str(sim_files / "rna.h5ad"), "--adt", str(sim_files / "adt.h5ad"),
+                 "--out", str(out), "--epochs", "2", "--quiet"]) == 0
+    assert md.read_h5mu(out).mod["adt"].obsm["X_biclum"].shape == (500, 25)
+
+
+def test_integrate_needs_annotation_for_peaks(sim_files, tmp_path, capsys):
+    assert main(["integrate", "--rna", str(sim_files / "rna.h5ad"), "--atac", str(sim_files / "atac.h5ad"),
+                 "--out", str(tmp_path / "x.h5mu"), "--quiet"]) == 2
+    assert "--genome-annotation" in capsys.readouterr().err
+    assert not (tmp_path / "x.h5mu").exists()
+
+
+def test_demo_runs(capsys):
+    assert main(["demo", "--n-cells", "400", "--epochs", "2", "--quiet"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert np.isfinite(metrics["foscttm"]) and "omics_mixing" in metrics
