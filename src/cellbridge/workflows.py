@@ -166,3 +166,27 @@ def demo(
     if out:
         io.write_h5mu(model.to_mudata(), out, overwrite=overwrite)
     return metrics
+
+
+def gene_activity_file(
+    *,
+    out: str,
+    annotation: str,
+    peaks: str | None = None,
+    fragments: str | None = None,
+    cells: str | None = None,
+    method: str = "signac",
+    overwrite: bool = False,
+) -> dict:
+    """Gene activity from a peak matrix file or a fragments file, written as ``.h5ad``."""
+    from .pp import gene_activity
+
+    out_path = _check_out(out, overwrite)
+    if fragments and not cells:
+        raise CellBridgeInputError("--fragments needs --cells: an h5ad whose obs_names are the barcodes to score.")
+    atac = io.read(peaks) if peaks else None
+    gam = gene_activity(atac, annotation, fragments=fragments, cells=io.read(cells) if cells else None, method=method)
+    io.write_h5ad(gam, out_path, overwrite=overwrite)
+    report = dict(gam.uns["gene_activity"])
+    report["written"] = str(out_path)
+    return report
