@@ -77,15 +77,10 @@ def run_one(name: str, method: str, max_time: float | None, threads: int) -> dic
 
 def joint_pca(rna, other, modality: str, n_comps: int = 50):
     """Baseline: PCA of both modalities' scaled shared features stacked as one matrix."""
-    from sklearn.decomposition import PCA
-
+    from cellbridge.pairs import joint_pca
     from cellbridge.pp.unpaired import prepare_unpaired
 
-    data = prepare_unpaired(rna, other, modality=modality)
-    a, b = data.shared_views()
-    n = min(n_comps, a.shape[1] - 1)
-    z = PCA(n_components=n, random_state=0).fit_transform(np.vstack([a, b]))
-    return z[: len(a)], z[len(a):]
+    return joint_pca(*prepare_unpaired(rna, other, modality=modality).shared_views(), n_comps)
 
 
 def markdown(records: list[dict], commit: str, command: str) -> str:

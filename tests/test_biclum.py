@@ -127,3 +127,31 @@ def test_bad_inputs(split_rna):
         cb.BiCLUM(b, a, preset="fast")
     with pytest.raises(CellBridgeInputError, match="unknown BiCLUM parameter"):
         cb.BiCLUM(b, a, learning_rate=1)
+
+
+def test_real_cite_protein_pairs_follow_the_map(shared_data):
+    rna = ad.read_h5ad(shared_data / "bmmc_cite_small" / "rna.h5ad")
+    adt = ad.read_h5ad(shared_data / "bmmc_cite_small" / "adt.h5ad")
+    with pytest.raises(CellBridgeInputError, match='layer="counts"'):
+        cb.BiCLUM(rna, adt, modality="protein")  # X holds normalised values
+    model = cb.BiCLUM(rna, adt, modality="protein", layer_rna="counts", layer_other="counts",
+                      k_mnn=30, n_profile=256, max_epochs=3)
+    proteins, genes = model.transforms[0].features, model.transforms[1].features
+    mapping = cb.pp.protein_to_gene(proteins)
+    # D7: every feature pair joins a protein with the gene it maps to, never by position.
+    for p, g in model.feature_pairs:
+        assert mapping[proteins[p]] == genes[g]
+    assert len(model.feature_pairs) >= 8 and len(model.cell_pairs) > 0  # RNA holds only 1000 genes
+    model.train(progress=False)
+    z = model.get_latent(adt, "other")
+    assert z.shape == (600, 25) and np.isfinite(z).all()
+
+
+def test_real_multiome_gene_activity_end_to_end(shared_data):
+    rna = ad.read_h5ad(shared_data / "bmmc_multiome_small" / "rna.h5ad")
+    atac = ad.read_h5ad(shared_data / "bmmc_multiome_small" / "atac.h5ad")
+    gam = cb.pp.gene_activity(atac, shared_data / "annotation" / "hg38_genes.bed", layer="counts")
+    model = cb.BiCLUM(rna, gam, layer_rna="counts", k_mnn=20, n_pcs=30, n_profile=256, max_epochs=3)
+    assert model.data.report["n_shared_genes"] > 100
+    model.train(progress=False)
+    assert model.get_latent(gam, "other").shape == (500, 50)

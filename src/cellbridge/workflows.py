@@ -190,3 +190,32 @@ def gene_activity_file(
     report = dict(gam.uns["gene_activity"])
     report["written"] = str(out_path)
     return report
+
+
+def cluster(
+    rna_path: str,
+    out: str,
+    *,
+    adt: str | None = None,
+    atac: str | None = None,
+    n_clusters: int | None = None,
+    preset: str = "default",
+    seed: int = 0,
+    layer_rna: str | None = None,
+    layer_other: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Run scMDCF on paired files and write a MuData with ``obsm["X_scmdcf"]`` and ``obs["scmdcf_cluster"]``."""
+    from .models.scmdcf import cluster_paired
+
+    out_path = _check_out(out, overwrite)
+    if bool(adt) == bool(atac):
+        raise CellBridgeInputError("give exactly one of --adt or --atac with --rna.")
+    other = io.read(adt or atac)
+    mdata, model = cluster_paired(io.read(rna_path), other, modality="protein" if adt else "atac",
+                                  n_clusters=n_clusters, preset=preset, layer_rna=layer_rna,
+                                  layer_other=layer_other, seed=seed, progress=progress)
+    io.write_h5mu(mdata, out_path, overwrite=overwrite)
+    return {"written": str(out_path), "n_clusters": int(model.n_clusters_),
+            "n_clusters_source": model.n_clusters_source_, "n_cells": int(mdata.n_obs)}

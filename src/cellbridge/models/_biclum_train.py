@@ -93,7 +93,7 @@ class BiCLUMTrainer:
             if stopper.step(terms["loss"], epoch, self.module):
                 logger.info("early stopping at epoch %d (best %d)", epoch, stopper.best_epoch)
                 break
-            if cfg.max_time is not None and time.perf_counter() - start > cfg.max_time:
+            if self._time_is_up(start):
                 logger.info("time limit of %.0f s reached after %d epochs", cfg.max_time, epoch + 1)
                 break
         stopper.restore(self.module)  # D3: the reference kept the last epoch's weights
@@ -128,13 +128,20 @@ class BiCLUMTrainer:
             if decoded[k] is not None:
                 target = target[:, decoded[k]]
             rec = rec + cfg.gamma[k] * F.mse_loss(m.decode(z[k], v[k], k, decoded[k]), target)
-        mask = torch.as_tensor(has_partner, device=self.device)
-        if mask.any():
-            loss_cell = nt_xent(z[0][mask], z[1][mask], cfg.tau_cell, cfg.similarity)
-        else:  # D4: no MNN pair in the batch; the reference produced NaN here
-            loss_cell = rec.new_zeros(())
+        loss_cell = self._cell_loss(z, has_partner)
         loss = rec + cfg.alpha * loss_cell + cfg.beta * loss_feature
         return {"loss": loss, "rec": rec.detach(), "cell": loss_cell.detach(), "feature": loss_feature.detach()}
+
+    def _cell_loss(self, z: list[torch.Tensor], has_partner: np.ndarray) -> torch.Tensor:
+        """L_cell: NT-Xent over the batch's anchors that have an MNN partner."""
+        mask = torch.as_tensor(has_partner, device=self.device)
+        if not mask.any():  # D4: no MNN pair in the batch; the reference produced NaN here
+            return z[0].new_zeros(())
+        return nt_xent(z[0][mask], z[1][mask], self.cfg.tau_cell, self.cfg.similarity)
+
+    def _time_is_up(self, start: float) -> bool:
+        """True once ``max_time`` seconds have passed since ``start``."""
+        return self.cfg.max_time is not None and time.perf_counter() - start > self.cfg.max_time
 
     def _features(self):
         """Feature embeddings used in this step, the decoded feature subsets, and L_feat."""

@@ -14,7 +14,7 @@ from anndata import AnnData
 
 from .._errors import CellBridgeInputError
 from .._validate import check_finite
-from ..pairs import PartnerSampler, mnn_pairs
+from ..pairs import PartnerSampler, joint_pca, mnn_pairs
 from ..pp.rna import ExpressionTransform
 from ..pp.unpaired import UnpairedData, prepare_unpaired
 from ._biclum_module import OTHER, RNA, BiCLUMModule
@@ -29,7 +29,7 @@ _PER_MODALITY = {
     "protein": dict(tau_cell=100.0, tau_feature=50.0, alpha=100.0, beta=1e5, k_mnn=500, n_latent=25, target="scaled"),
 }
 _REFERENCE = dict(
-    similarity="dot", feature_mode="exact", profile="cells", n_profile=None, feature_batch=256,
+    mnn_rep="scaled", mnn_dims=50, similarity="dot", feature_mode="exact", profile="cells", n_profile=None, feature_batch=256,
     lr=1e-4, weight_decay=5e-5, batch_size=256, max_epochs=1000, patience=30, gamma=(1.0, 1.0),
 )
 _DEFAULT = dict(_REFERENCE, feature_mode="sampled", profile="subsample", n_profile=2048)
@@ -111,13 +111,22 @@ class BiCLUM:
             protein_map=protein_map, layer_rna=layer_rna, layer_other=layer_other, seed=seed,
         )
         self.transforms = (self.data.other.transform, self.data.rna.transform)
-        self.cell_pairs = mnn_pairs(*self.data.shared_views(), k=self.params["k_mnn"], seed=seed)
+        self.cell_pairs = self._cell_pairs()
         self.feature_pairs = self.data.feature_pairs
         self.profiles = self._build_profiles()
         self.module = self._build_module()
         self.history: dict[str, list[float]] = {}
 
     # ---------------------------------------------------------------- setup
+    def _cell_pairs(self) -> np.ndarray:
+        """MNN on the scaled shared features (reference) or on their joint PCA (``mnn_rep="pca"``)."""
+        a, b = self.data.shared_views()
+        if self.params["mnn_rep"] == "pca":
+            a, b = joint_pca(a, b, self.params["mnn_dims"], seed=self.seed)
+        elif self.params["mnn_rep"] != "scaled":
+            raise CellBridgeInputError(f"mnn_rep must be 'scaled' or 'pca', got {self.params['mnn_rep']!r}.")
+        return mnn_pairs(a, b, k=self.params["k_mnn"], seed=self.seed)
+
     def _targets(self, k: int):
         data = (self.data.other, self.data.rna)[k]
         return data.counts if self.params["target"] == "counts" else data.scaled
