@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("CELLBRIDGE_DATA", HERE.parents[1] / "shared" / "data"))
@@ -77,10 +76,9 @@ def run_one(name: str, method: str, max_time: float | None, threads: int) -> dic
 
 def joint_pca(rna, other, modality: str, n_comps: int = 50):
     """Baseline: PCA of both modalities' scaled shared features stacked as one matrix."""
-    from cellbridge.pairs import joint_pca
     from cellbridge.pp.unpaired import prepare_unpaired
 
-    return joint_pca(*prepare_unpaired(rna, other, modality=modality).shared_views(), n_comps)
+    return prepare_unpaired(rna, other, modality=modality).shared_pca(n_comps)
 
 
 def markdown(records: list[dict], commit: str, command: str) -> str:

@@ -3,7 +3,6 @@ import math
 import anndata as ad
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
 import cellbridge as cb

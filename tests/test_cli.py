@@ -1,6 +1,5 @@
 import json
 
-import anndata as ad
 import mudata as md
 import numpy as np
 import pytest

@@ -71,24 +71,6 @@ def mnn_pairs(a: np.ndarray, b: np.ndarray, k: int = 50, *, method: str = "auto"
     return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
 
 
-def joint_pca(
-    a: np.ndarray, b: np.ndarray, n_comps: int = 50, *, seed: int = 0, max_fit_cells: int = 100_000
-) -> tuple[np.ndarray, np.ndarray]:
-    """Project both modalities' scaled shared features onto one PCA fitted on their stacked rows.
-
-    Above ``max_fit_cells`` rows the PCA is fitted on a seeded subsample and every row is then
-    projected, so memory stays bounded by the subsample.
-    """
-    from sklearn.decomposition import PCA
-
-    n_comps = max(1, min(n_comps, a.shape[1] - 1, len(a) + len(b) - 1))
-    rng = np.random.default_rng(seed)
-    fit_a = a if len(a) <= max_fit_cells // 2 else a[rng.choice(len(a), max_fit_cells // 2, replace=False)]
-    fit_b = b if len(b) <= max_fit_cells // 2 else b[rng.choice(len(b), max_fit_cells // 2, replace=False)]
-    pca = PCA(n_components=n_comps, random_state=seed).fit(np.vstack([fit_a, fit_b]))
-    return pca.transform(a).astype(np.float32), pca.transform(b).astype(np.float32)
-
-
 def _as_graph(neighbours: np.ndarray, n_cols: int) -> sp.csr_matrix:
     n_rows, k = neighbours.shape
     rows = np.repeat(np.arange(n_rows), k)

@@ -42,22 +42,26 @@ class TrainConfig:
 
 
 class RowSource:
-    """Rows of a cells x features matrix as dense tensors; dense on device when small, else CSR."""
+    """Target rows (``"counts"`` or ``"scaled"``) of one modality as dense tensors.
 
-    def __init__(self, X, device: torch.device):
-        self.device = device
-        self.shape = X.shape
-        if X.shape[0] * X.shape[1] <= DENSE_LIMIT:
-            dense = X.toarray() if sp.issparse(X) else np.asarray(X)
-            self._dense = torch.as_tensor(dense, dtype=torch.float32, device=device)
-            self._csr = None
-        else:
-            self._dense, self._csr = None, sp.csr_matrix(X, dtype=np.float32)
+    Small data live densely on the device; above ``DENSE_LIMIT`` values, rows are gathered from
+    the sparse matrices per batch so memory does not grow with the dataset.
+    """
+
+    def __init__(self, data, kind: str, device: torch.device):
+        self.data, self.kind, self.device = data, kind, device
+        self._dense = None
+        if data.counts.shape[0] * data.counts.shape[1] <= DENSE_LIMIT:
+            values = data.values(kind)
+            values = values.toarray() if sp.issparse(values) else values
+            self._dense = torch.as_tensor(values, dtype=torch.float32, device=device)
 
     def rows(self, idx: np.ndarray) -> torch.Tensor:
         if self._dense is not None:
             return self._dense[torch.as_tensor(idx, device=self.device)]
-        return torch.as_tensor(self._csr[idx].toarray(), device=self.device)
+        values = self.data.values(self.kind, np.asarray(idx))
+        values = values.toarray() if sp.issparse(values) else values
+        return torch.as_tensor(values, dtype=torch.float32, device=self.device)
 
 
 @dataclass
@@ -68,6 +72,35 @@ class TrainTensors:
     targets: list[RowSource]  # reconstruction targets
     profiles: list[torch.Tensor]  # feature-encoder inputs (features x profile width)
     feature_pairs: torch.Tensor  # (n_pairs, 2)
+
+
+@dataclass
+class TrainInputs:
+    """Host-side training data (numpy / scipy, picklable for worker processes)."""
+
+    modalities: tuple  # (other, rna) ModalityData
+    target: str  # "counts" or "scaled"
+    profiles: list[np.ndarray]
+    feature_pairs: np.ndarray
+    cell_pairs: np.ndarray
+
+    def to_device(self, device: torch.device) -> TrainTensors:
+        return TrainTensors(
+            cells=[torch.as_tensor(m.pca, device=device) for m in self.modalities],
+            targets=[RowSource(m, self.target, device) for m in self.modalities],
+            profiles=[torch.as_tensor(p, device=device) for p in self.profiles],
+            feature_pairs=torch.as_tensor(self.feature_pairs, device=device),
+        )
+
+    def sampler(self) -> PartnerSampler:
+        return PartnerSampler(self.cell_pairs, self.modalities[OTHER].n_cells, self.modalities[RNA].n_cells)
+
+
+def make_config(params: dict, *, max_time: float | None, seed: int) -> TrainConfig:
+    """The training configuration from resolved model parameters."""
+    keys = ("tau_cell", "tau_feature", "alpha", "beta", "similarity", "feature_mode", "feature_batch",
+            "lr", "weight_decay", "batch_size", "max_epochs", "patience")
+    return TrainConfig(**{k: params[k] for k in keys}, gamma=tuple(params["gamma"]), max_time=max_time, seed=seed)
 
 
 class BiCLUMTrainer:

@@ -14,11 +14,11 @@ from anndata import AnnData
 
 from .._errors import CellBridgeInputError
 from .._validate import check_finite
-from ..pairs import PartnerSampler, joint_pca, mnn_pairs
-from ..pp.rna import ExpressionTransform
+from ..pairs import mnn_pairs
+from ..pp.rna import ARRAYS, ExpressionTransform
 from ..pp.unpaired import UnpairedData, prepare_unpaired
 from ._biclum_module import OTHER, RNA, BiCLUMModule
-from ._biclum_train import BiCLUMTrainer, RowSource, TrainConfig, TrainTensors, encode_all
+from ._biclum_train import BiCLUMTrainer, TrainConfig, TrainInputs, encode_all, make_config
 from .training import load_model_dir, save_model_dir, select_device, set_seed
 
 logger = logging.getLogger("cellbridge")
@@ -120,31 +120,31 @@ class BiCLUM:
     # ---------------------------------------------------------------- setup
     def _cell_pairs(self) -> np.ndarray:
         """MNN on the scaled shared features (reference) or on their joint PCA (``mnn_rep="pca"``)."""
-        a, b = self.data.shared_views()
         if self.params["mnn_rep"] == "pca":
-            a, b = joint_pca(a, b, self.params["mnn_dims"], seed=self.seed)
-        elif self.params["mnn_rep"] != "scaled":
+            a, b = self.data.shared_pca(self.params["mnn_dims"], seed=self.seed)
+        elif self.params["mnn_rep"] == "scaled":
+            a, b = self.data.shared_views()
+        else:
             raise CellBridgeInputError(f"mnn_rep must be 'scaled' or 'pca', got {self.params['mnn_rep']!r}.")
         return mnn_pairs(a, b, k=self.params["k_mnn"], seed=self.seed)
 
-    def _targets(self, k: int):
-        data = (self.data.other, self.data.rna)[k]
-        return data.counts if self.params["target"] == "counts" else data.scaled
+    def _modality_data(self, k: int):
+        return (self.data.other, self.data.rna)[k]
 
     def _build_profiles(self) -> list[np.ndarray]:
         """Feature-encoder inputs: each feature's values across all cells, a subsample, or metacells."""
         rng = np.random.default_rng(self.seed)
         out = []
+        target = self.params["target"]
         for k in (OTHER, RNA):
-            values = self._targets(k)
-            n_cells = values.shape[0]
-            n_profile = self.params["n_profile"] or n_cells
-            if self.params["profile"] == "cells" or n_profile >= n_cells:
-                summary = values
+            data = self._modality_data(k)
+            n_profile = self.params["n_profile"] or data.n_cells
+            if self.params["profile"] == "cells" or n_profile >= data.n_cells:
+                summary = data.values(target)
             elif self.params["profile"] == "subsample":
-                summary = values[np.sort(rng.choice(n_cells, n_profile, replace=False))]
+                summary = data.values(target, np.sort(rng.choice(data.n_cells, n_profile, replace=False)))
             elif self.params["profile"] == "metacells":
-                summary = _metacells(values, (self.data.other, self.data.rna)[k].pca, n_profile, self.seed)
+                summary = _metacells(data, target, n_profile, self.seed)
             else:
                 raise CellBridgeInputError(f"profile must be 'cells', 'subsample' or 'metacells', got {self.params['profile']!r}.")
             summary = summary.toarray() if sp.issparse(summary) else np.asarray(summary)
@@ -167,38 +167,39 @@ class BiCLUM:
         *,
         max_time: float | None = None,
         progress: bool = True,
+        world_size: int = 1,
         **params,
     ) -> dict[str, list[float]]:
         """Train with early stopping (best weights restored); returns the per-epoch history.
 
-        ``max_time`` (seconds) stops after the epoch that crosses it. Other keyword arguments
-        override ``lr``, ``batch_size``, ``patience``... for this run.
+        ``max_time`` (seconds) stops after the epoch that crosses it. ``world_size > 1`` trains
+        data-parallel in that many processes (:func:`cellbridge.models.distributed.train_distributed`).
+        Other keyword arguments override ``lr``, ``batch_size``, ``patience``... for this run.
         """
-        if self.data is None:
-            raise RuntimeError("this model was loaded without its training data; it can embed but not train.")
-        p = {**self.params, **{k: v for k, v in params.items() if v is not None}}
-        if max_epochs is not None:
-            p["max_epochs"] = max_epochs
+        if world_size > 1:
+            from .distributed import train_distributed
+
+            return train_distributed(self, world_size=world_size, max_epochs=max_epochs, max_time=max_time,
+                                     progress=progress, **params)
+        config = self._train_config(max_epochs, max_time, params)
         set_seed(self.seed)
-        config = TrainConfig(
-            tau_cell=p["tau_cell"], tau_feature=p["tau_feature"], alpha=p["alpha"], beta=p["beta"],
-            gamma=tuple(p["gamma"]), similarity=p["similarity"], feature_mode=p["feature_mode"],
-            feature_batch=p["feature_batch"], lr=p["lr"], weight_decay=p["weight_decay"],
-            batch_size=p["batch_size"], max_epochs=p["max_epochs"], patience=p["patience"],
-            max_time=max_time, seed=self.seed,
-        )
-        dev = self.device
-        tensors = TrainTensors(
-            cells=[torch.as_tensor(d.pca, device=dev) for d in (self.data.other, self.data.rna)],
-            targets=[RowSource(self._targets(k), dev) for k in (OTHER, RNA)],
-            profiles=[torch.as_tensor(p_, device=dev) for p_ in self.profiles],
-            feature_pairs=torch.as_tensor(self.feature_pairs, device=dev),
-        )
-        sampler = PartnerSampler(self.cell_pairs, len(self.data.other.pca), len(self.data.rna.pca))
-        trainer = BiCLUMTrainer(self.module, tensors, sampler, config)
+        inputs = self._train_inputs()
+        trainer = BiCLUMTrainer(self.module, inputs.to_device(self.device), inputs.sampler(), config)
         self.history = trainer.fit(progress=progress)
         self.train_config = asdict(config)
         return self.history
+
+    def _train_config(self, max_epochs: int | None, max_time: float | None, overrides: dict) -> TrainConfig:
+        if self.data is None:
+            raise RuntimeError("this model was loaded without its training data; it can embed but not train.")
+        params = {**self.params, **{k: v for k, v in overrides.items() if v is not None}}
+        if max_epochs is not None:
+            params["max_epochs"] = max_epochs
+        return make_config(params, max_time=max_time, seed=self.seed)
+
+    def _train_inputs(self) -> TrainInputs:
+        return TrainInputs((self.data.other, self.data.rna), self.params["target"], self.profiles,
+                           np.asarray(self.feature_pairs), np.asarray(self.cell_pairs))
 
     # ---------------------------------------------------------------- outputs
     def _modality_index(self, adata: AnnData | None, modality: str | None) -> int:
@@ -243,7 +244,7 @@ class BiCLUM:
             logger.warning("%d of %d model features are missing from `adata` and count as 0", missing, len(idx))
         X = sp.csr_matrix(X, dtype=np.float32)
         X = sp.hstack([X, sp.csr_matrix((X.shape[0], 1), dtype=np.float32)]).tocsr()[:, np.where(idx < 0, X.shape[1], idx)]
-        return transform.pca(transform.scale(X))
+        return transform.embed(X)
 
     def get_feature_embeddings(self) -> dict[str, pd.DataFrame]:
         """Feature (gene / protein) embeddings per modality: ``{"rna": df, "other": df}``."""
@@ -301,7 +302,7 @@ class BiCLUM:
         self.rna, self.other, self.data, self.history = rna, other, None, meta["history"]
         extra = {k[len("extra/"):]: v.numpy() for k, v in state.items() if k.startswith("extra/")}
         self.transforms = tuple(
-            ExpressionTransform.from_dict(m, {n: extra[f"transform{k}.{n}"] for n in ("mean", "std", "components")})
+            ExpressionTransform.from_dict(m, {n: extra[f"transform{k}.{n}"] for n in ARRAYS})
             for k, m in enumerate(meta["transforms"])
         )
         self.profiles = [extra["profiles0"], extra["profiles1"]]
@@ -316,14 +317,17 @@ class BiCLUM:
         return self
 
 
-def _metacells(values, pca: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Mean of ``values`` over ``n`` k-means groups of cells in PCA space."""
+def _metacells(data, target: str, n: int, seed: int) -> np.ndarray:
+    """Mean raw or scaled values over ``n`` k-means groups of cells in PCA space (sparse products)."""
     from sklearn.cluster import MiniBatchKMeans
 
-    labels = MiniBatchKMeans(n_clusters=n, random_state=seed, n_init=1, batch_size=4096).fit_predict(pca)
+    labels = MiniBatchKMeans(n_clusters=n, random_state=seed, n_init=1, batch_size=4096).fit_predict(data.pca)
     onehot = sp.csr_matrix((np.ones(len(labels)), (labels, np.arange(len(labels)))), shape=(n, len(labels)))
-    sizes = np.maximum(np.asarray(onehot.sum(1)).ravel(), 1)
-    return np.asarray(sp.diags(1 / sizes) @ onehot @ values)
+    average = sp.diags(1 / np.maximum(np.asarray(onehot.sum(1)).ravel(), 1)) @ onehot
+    if target == "counts":
+        return np.asarray((average @ data.counts).todense())
+    means = np.asarray(average @ data.normalized)
+    return (means - data.transform.mean) / data.transform.std  # mean of z-scores = z-score of means
 
 
 def _jsonable(params: dict) -> dict:

@@ -25,7 +25,7 @@ import socket
 import tempfile
 from dataclasses import asdict, dataclass
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,8 +36,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .._errors import CellBridgeInputError
 from ..pairs import PartnerSampler
-from ._biclum_module import OTHER, RNA, BiCLUMModule
-from ._biclum_train import BiCLUMTrainer, RowSource, TrainConfig, TrainTensors
+from ._biclum_module import BiCLUMModule
+from ._biclum_train import BiCLUMTrainer, TrainConfig, TrainInputs, TrainTensors
 from .training import set_seed
 
 if TYPE_CHECKING:
@@ -255,11 +255,7 @@ class _Job:
 
     module: BiCLUMModule
     config: TrainConfig
-    cells: list[np.ndarray]
-    targets: list[Any]
-    profiles: list[np.ndarray]
-    feature_pairs: np.ndarray
-    cell_pairs: np.ndarray
+    inputs: TrainInputs
     progress: bool
 
 
@@ -317,7 +313,7 @@ def train_distributed(
     job = _make_job(model, train_kwargs)
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     world_size = _resolve_world_size(world_size, torchrun)
-    _check_split(len(job.cells[OTHER]) + len(job.cells[RNA]), job.config.batch_size, world_size)
+    _check_split(len(job.inputs.sampler()), job.config.batch_size, world_size)
     if torchrun:
         result = _train_under_torchrun(job, backend, init_method)
     else:
@@ -329,27 +325,12 @@ def train_distributed(
 
 
 def _make_job(model: BiCLUM, train_kwargs: dict) -> _Job:
-    """Mirror :meth:`BiCLUM.train`'s setup: resolved configuration and numpy training data."""
+    """The resolved configuration, the initial weights and the host-side data of ``model``."""
     kwargs = dict(train_kwargs)
     max_epochs, max_time = kwargs.pop("max_epochs", None), kwargs.pop("max_time", None)
-    kwargs.pop("progress", None)
-    p = {**model.params, **{k: v for k, v in kwargs.items() if v is not None}}
-    if max_epochs is not None:
-        p["max_epochs"] = max_epochs
-    config = TrainConfig(
-        tau_cell=p["tau_cell"], tau_feature=p["tau_feature"], alpha=p["alpha"], beta=p["beta"],
-        gamma=tuple(p["gamma"]), similarity=p["similarity"], feature_mode=p["feature_mode"],
-        feature_batch=p["feature_batch"], lr=p["lr"], weight_decay=p["weight_decay"],
-        batch_size=p["batch_size"], max_epochs=p["max_epochs"], patience=p["patience"],
-        max_time=max_time, seed=model.seed,
-    )
-    data = (model.data.other, model.data.rna)
-    return _Job(
-        module=copy.deepcopy(model.module).cpu(), config=config, cells=[d.pca for d in data],
-        targets=[model._targets(k) for k in (OTHER, RNA)], profiles=list(model.profiles),
-        feature_pairs=np.asarray(model.feature_pairs), cell_pairs=np.asarray(model.cell_pairs),
-        progress=bool(train_kwargs.get("progress", True)),
-    )
+    progress = bool(kwargs.pop("progress", True))
+    config = model._train_config(max_epochs, max_time, kwargs)
+    return _Job(copy.deepcopy(model.module).cpu(), config, model._train_inputs(), progress)
 
 
 def _train_rank(job: _Job, device: torch.device) -> tuple[History, dict[str, torch.Tensor]]:
@@ -357,14 +338,7 @@ def _train_rank(job: _Job, device: torch.device) -> tuple[History, dict[str, tor
     set_seed(job.config.seed + dist.get_rank())  # torch RNG (dropout) only; anchors use the shared seed
     # A private copy: tensors handed over by torch.multiprocessing live in memory shared by all workers.
     module = copy.deepcopy(job.module).to(device)
-    data = TrainTensors(
-        cells=[torch.as_tensor(c, device=device) for c in job.cells],
-        targets=[RowSource(t, device) for t in job.targets],
-        profiles=[torch.as_tensor(p, device=device) for p in job.profiles],
-        feature_pairs=torch.as_tensor(job.feature_pairs, device=device),
-    )
-    sampler = PartnerSampler(job.cell_pairs, len(job.cells[OTHER]), len(job.cells[RNA]))
-    trainer = DistributedBiCLUMTrainer(module, data, sampler, job.config)
+    trainer = DistributedBiCLUMTrainer(module, job.inputs.to_device(device), job.inputs.sampler(), job.config)
     history = trainer.fit(progress=job.progress)
     return history, {k: v.detach().cpu() for k, v in module.state_dict().items()}
 

@@ -52,6 +52,27 @@ def highly_variable(X_counts, n_top: int, *, integer: bool, seed: int = 0) -> np
     return tmp.var["highly_variable"].to_numpy()
 
 
+MAX_FIT_CELLS = 50_000
+ARRAYS = ("mean", "std", "components", "center")
+
+
+def column_mean_std(X) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation (ddof=1; 1 where zero) of a dense or sparse matrix."""
+    n = X.shape[0]
+    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+    sq = X.multiply(X) if sp.issparse(X) else np.square(X)
+    var = (np.asarray(sq.sum(axis=0), dtype=np.float64).ravel() - n * mean**2) / max(n - 1, 1)
+    std = np.sqrt(np.maximum(var, 0))
+    return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+
+
+def subsample_rows(n: int, max_rows: int, seed: int) -> np.ndarray | None:
+    """Sorted seeded sample of ``max_rows`` row indices, or None when ``n`` fits."""
+    if n <= max_rows:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+
+
 @dataclass
 class ExpressionTransform:
     """Fitted per-modality transform: normalise -> scale -> PCA, re-applicable to new cells.
@@ -65,44 +86,58 @@ class ExpressionTransform:
     mean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     std: np.ndarray = field(default_factory=lambda: np.ones(0, np.float32))
     components: np.ndarray | None = None  # n_pcs x n_features
+    center: np.ndarray | None = None  # PCA centre in scaled space (0 when fitted on all cells)
 
     def normalize(self, X) -> np.ndarray | sp.csr_matrix:
+        """Library-size + log1p (sparse stays sparse) or CLR (dense)."""
         if self.kind == "clr":
             return clr_normalize(X)
         return library_normalize_log(X, self.target_sum)
 
-    def fit(self, X_counts, n_pcs: int, seed: int = 0) -> np.ndarray:
-        """Fit on training counts (cells x ``features``); return the scaled dense matrix."""
+    def fit(self, X_counts, n_pcs: int, seed: int = 0, max_fit_cells: int = MAX_FIT_CELLS):
+        """Fit on training counts (cells x ``features``); return the normalised matrix.
+
+        Means and standard deviations come from all cells without densifying; the PCA is fitted
+        on the scaled values of all cells, or of a seeded subsample of ``max_fit_cells`` above that.
+        """
         if self.kind == "lognorm":
             totals = np.asarray(X_counts.sum(axis=1)).ravel()
             self.target_sum = float(np.median(totals[totals > 0])) if np.any(totals > 0) else 1.0
         Xn = self.normalize(X_counts)
-        Xn = Xn.toarray() if sp.issparse(Xn) else Xn
-        self.mean = Xn.mean(axis=0).astype(np.float32)
-        std = Xn.std(axis=0, ddof=1).astype(np.float32) if len(Xn) > 1 else np.ones(Xn.shape[1], np.float32)
-        self.std = np.where(std > 0, std, 1.0).astype(np.float32)
-        scaled = (Xn - self.mean) / self.std
+        self.mean, self.std = column_mean_std(Xn)
+        rows = subsample_rows(Xn.shape[0], max_fit_cells, seed)
+        scaled = self.scale_normalized(Xn if rows is None else Xn[rows])
         n_comp = max(1, min(n_pcs, scaled.shape[0] - 1, scaled.shape[1] - 1 if scaled.shape[1] > 1 else 1))
         pca = PCA(n_components=n_comp, random_state=seed, svd_solver="full" if scaled.shape[1] <= 500 else "auto")
         pca.fit(scaled)
         self.components = pca.components_.astype(np.float32)
-        return scaled.astype(np.float32)
+        self.center = pca.mean_.astype(np.float32)
+        return Xn
 
-    def scale(self, X_counts) -> np.ndarray:
-        Xn = self.normalize(X_counts)
-        Xn = Xn.toarray() if sp.issparse(Xn) else Xn
+    def scale_normalized(self, Xn) -> np.ndarray:
+        """Dense z-scored values of normalised rows."""
+        Xn = Xn.toarray() if sp.issparse(Xn) else np.asarray(Xn)
         return ((Xn - self.mean) / self.std).astype(np.float32)
 
-    def pca(self, scaled: np.ndarray) -> np.ndarray:
-        """Project scaled values (training means were removed by scaling) onto the PCs."""
-        return (scaled @ self.components.T).astype(np.float32)
+    def scale(self, X_counts) -> np.ndarray:
+        return self.scale_normalized(self.normalize(X_counts))
+
+    def pca_normalized(self, Xn) -> np.ndarray:
+        """PCA coordinates of normalised rows without densifying them (sparse x dense product)."""
+        weights = (self.components / self.std).T
+        offset = (self.mean / self.std + self.center) @ self.components.T
+        return np.asarray(Xn @ weights - offset, dtype=np.float32)
+
+    def embed(self, X_counts) -> np.ndarray:
+        """Cell-encoder input of new cells: normalise, scale and project with the training fit."""
+        return self.pca_normalized(self.normalize(X_counts))
 
     def to_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
         """JSON-able metadata and the fitted arrays (saved as tensors, not in JSON)."""
         meta = {"kind": self.kind, "features": list(self.features), "target_sum": self.target_sum}
-        return meta, {"mean": self.mean, "std": self.std, "components": self.components}
+        return meta, {"mean": self.mean, "std": self.std, "components": self.components, "center": self.center}
 
     @classmethod
     def from_dict(cls, meta: dict, arrays: dict[str, np.ndarray]) -> ExpressionTransform:
         return cls(meta["kind"], list(meta["features"]), meta["target_sum"],
-                   *(np.asarray(arrays[k], np.float32) for k in ("mean", "std", "components")))
+                   *(np.asarray(arrays[k], np.float32) for k in ARRAYS))

@@ -12,7 +12,7 @@ from anndata import AnnData
 
 from .._errors import CellBridgeInputError
 from .._validate import check_modality, is_integer_matrix
-from .rna import ExpressionTransform, highly_variable
+from .rna import MAX_FIT_CELLS, ExpressionTransform, highly_variable, subsample_rows
 
 logger = logging.getLogger("cellbridge")
 
@@ -21,16 +21,45 @@ MODALITIES = ("atac", "protein")
 
 @dataclass
 class ModalityData:
-    """One modality ready for BiCLUM: encoder input, reconstruction target, MNN input."""
+    """One modality ready for BiCLUM, kept sparse: normalised values, raw values, PCA input."""
 
     transform: ExpressionTransform
-    pca: np.ndarray  # cells x n_pcs: cell-encoder input
-    scaled: np.ndarray  # cells x features: z-scored values
+    normalized: sp.csr_matrix | np.ndarray  # cells x features, log-normalised (sparse) or CLR
     counts: sp.csr_matrix  # cells x features: raw values of the model features
+    pca: np.ndarray  # cells x n_pcs: cell-encoder input
 
     @property
     def features(self) -> list[str]:
         return self.transform.features
+
+    @property
+    def n_cells(self) -> int:
+        return self.counts.shape[0]
+
+    def scaled(self, rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> np.ndarray:
+        """Dense z-scored values of the selected rows / columns (all by default)."""
+        X = self.normalized if rows is None else self.normalized[rows]
+        if cols is None:
+            return self.transform.scale_normalized(X)
+        t = self.transform
+        X = X[:, cols]
+        X = X.toarray() if sp.issparse(X) else np.asarray(X)
+        return ((X - t.mean[cols]) / t.std[cols]).astype(np.float32)
+
+    def values(self, kind: str, rows: np.ndarray | None = None):
+        """Raw values (``"counts"``, sparse) or z-scored values (``"scaled"``, dense) of rows."""
+        if kind == "counts":
+            return self.counts if rows is None else self.counts[rows]
+        if kind == "scaled":
+            return self.scaled(rows)
+        raise CellBridgeInputError(f"target must be 'counts' or 'scaled', got {kind!r}.")
+
+    def project_columns(self, cols: np.ndarray, components: np.ndarray, center: np.ndarray) -> np.ndarray:
+        """Scaled values of ``cols`` projected on ``components`` (rows of a PCA), without densifying."""
+        t = self.transform
+        weights = (components / t.std[cols]).T
+        offset = (t.mean[cols] / t.std[cols] + center) @ components.T
+        return np.asarray(self.normalized[:, cols] @ weights - offset, dtype=np.float32)
 
 
 @dataclass
@@ -43,10 +72,24 @@ class UnpairedData:
     feature_pairs: np.ndarray
     report: dict
 
-    def shared_views(self) -> tuple[np.ndarray, np.ndarray]:
-        """Scaled values of the paired features in each modality (the MNN input)."""
+    def shared_views(self, rows: tuple = (None, None)) -> tuple[np.ndarray, np.ndarray]:
+        """Dense scaled values of the paired features in each modality (the reference MNN input)."""
         o, r = self.feature_pairs[:, 0], self.feature_pairs[:, 1]
-        return self.other.scaled[:, o], self.rna.scaled[:, r]
+        return self.other.scaled(rows[0], o), self.rna.scaled(rows[1], r)
+
+    def shared_pca(self, n_comps: int = 50, *, seed: int = 0, max_fit_cells: int = MAX_FIT_CELLS):
+        """Joint PCA of both modalities' scaled paired features (fitted on at most ``max_fit_cells``
+        seeded cells per modality, then every cell projected without densifying)."""
+        from sklearn.decomposition import PCA
+
+        rows = (subsample_rows(self.other.n_cells, max_fit_cells, seed),
+                subsample_rows(self.rna.n_cells, max_fit_cells, seed + 1))
+        a, b = self.shared_views(rows)
+        n_comps = max(1, min(n_comps, a.shape[1] - 1, len(a) + len(b) - 1))
+        pca = PCA(n_components=n_comps, random_state=seed).fit(np.vstack([a, b]))
+        comps, center = pca.components_.astype(np.float32), pca.mean_.astype(np.float32)
+        return (self.other.project_columns(self.feature_pairs[:, 0], comps, center),
+                self.rna.project_columns(self.feature_pairs[:, 1], comps, center))
 
 
 def prepare_unpaired(
@@ -138,5 +181,6 @@ def _prepare_protein(rna, other, X_rna, X_other, n_top, n_pcs, protein_map, seed
 
 def _fit_modality(X_counts, features: list[str], kind: str, n_pcs: int, seed: int) -> ModalityData:
     transform = ExpressionTransform(kind, features)
-    scaled = transform.fit(X_counts, n_pcs, seed)
-    return ModalityData(transform, transform.pca(scaled), scaled, sp.csr_matrix(X_counts, dtype=np.float32))
+    normalized = transform.fit(X_counts, n_pcs, seed)
+    counts = sp.csr_matrix(X_counts, dtype=np.float32)
+    return ModalityData(transform, normalized, counts, transform.pca_normalized(normalized))
