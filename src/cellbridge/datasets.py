@@ -31,6 +31,7 @@ def simulate_multiome(
     rna_depth: float = 2000.0,
     atac_depth: float = 800.0,
     seed: int = 0,
+    chunk: int = 20_000,
 ) -> dict[str, ad.AnnData | pd.DataFrame]:
     """Simulate paired RNA, ATAC peak and ADT counts of the same cells with cell types.
 
@@ -52,20 +53,33 @@ def simulate_multiome(
     rng = np.random.default_rng(seed)
     genes = list(_PANEL.values()) + [f"Gene{i:04d}" for i in range(n_genes - len(_PANEL))]
     annotation = _simulate_annotation(genes, rng)
+    programs = _type_programs(n_types, n_genes, rng)
+    peaks = _simulate_peaks(annotation, peaks_per_gene, n_background_peaks, rng)
     types = rng.integers(0, n_types, size=n_cells)
-    profile = _type_programs(n_types, n_genes, rng)[types]  # cells x genes, relative expression
+    blocks = [_simulate_block(programs[types[i:i + chunk]], peaks, rna_depth, atac_depth, rng)
+              for i in range(0, n_cells, chunk)]  # chunks keep dense intermediates small
     obs = pd.DataFrame(
         {"cell_type": pd.Categorical([f"type_{t}" for t in types])},
         index=[f"cell{i:06d}" for i in range(n_cells)],
     )
-    rna_counts = _counts(profile * rna_depth / profile.sum(1, keepdims=True), rng)
-    rna = ad.AnnData(sp.csr_matrix(rna_counts), obs=obs.copy())
+    rna = ad.AnnData(sp.vstack([b[0] for b in blocks]).tocsr(), obs=obs.copy())
     rna.var_names = genes
-    atac = _simulate_atac(profile, annotation, peaks_per_gene, n_background_peaks, atac_depth, obs, rng)
-    adt_mean = profile[:, : len(_PANEL)] / profile[:, : len(_PANEL)].mean(0) * 20 + 5
-    adt = ad.AnnData(_counts(adt_mean, rng).astype(np.float32), obs=obs.copy())
+    atac = ad.AnnData(sp.vstack([b[1] for b in blocks]).tocsr(), obs=obs.copy(), var=peaks.drop(columns="gene"))
+    adt = ad.AnnData(np.vstack([b[2] for b in blocks]), obs=obs.copy())
     adt.var_names = list(_PANEL)
     return {"rna": rna, "atac": atac, "adt": adt, "annotation": annotation}
+
+
+def _simulate_block(profile, peaks, rna_depth, atac_depth, rng):
+    """RNA, ATAC (sparse) and ADT counts of one chunk of cells with relative expression ``profile``."""
+    rna = _counts(profile * rna_depth / profile.sum(1, keepdims=True), rng)
+    gene = peaks["gene"].to_numpy()
+    background = np.log1p(profile).mean(1, keepdims=True)
+    openness = np.where(gene >= 0, np.log1p(profile[:, np.maximum(gene, 0)]), background)
+    atac = np.minimum(_counts(openness / openness.sum(1, keepdims=True) * atac_depth, rng), 4)
+    panel = profile[:, : len(_PANEL)]
+    adt = _counts(panel / panel.mean(1, keepdims=True) * 20 + 5, rng)
+    return sp.csr_matrix(rna), sp.csr_matrix(atac), adt
 
 
 def _counts(mean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -97,30 +111,24 @@ def _simulate_annotation(genes: list[str], rng: np.random.Generator) -> pd.DataF
     })
 
 
-def _simulate_atac(profile, annotation, peaks_per_gene, n_background, depth, obs, rng) -> ad.AnnData:
+def _simulate_peaks(annotation, peaks_per_gene, n_background, rng) -> pd.DataFrame:
+    """Peaks in gene bodies or within 2 kb upstream of TSSs, plus background peaks far from genes.
+
+    Sorted by position, named ``chr:start-end``; ``gene`` is the linked gene's row (-1: background).
+    """
     n_genes = len(annotation)
-    gene_of_peak = np.repeat(np.arange(n_genes), peaks_per_gene)
-    ann = annotation.iloc[gene_of_peak]
+    gene = np.concatenate([np.repeat(np.arange(n_genes), peaks_per_gene), np.full(n_background, -1)])
+    ann = annotation.iloc[gene[gene >= 0]]
     tss = np.where(ann.strand == "+", ann.start, ann.end).astype(np.int64)
-    offset = rng.integers(-1500, 4000, size=gene_of_peak.size)  # upstream -> body
-    centre = np.where(ann.strand == "+", tss + offset, tss - offset)
-    chrom = ann.chrom.to_numpy()
-    bg_chrom = rng.choice([f"chr{c}" for c in range(1, 6)], size=n_background)
-    bg_centre = rng.integers(5_000_000, 9_000_000, size=n_background)  # far beyond any gene
-    chrom = np.concatenate([chrom, bg_chrom])
-    centre = np.concatenate([centre, bg_centre])
+    offset = rng.integers(-1500, 4000, size=tss.size)  # upstream -> body
+    centre = np.concatenate([np.where(ann.strand == "+", tss + offset, tss - offset),
+                             rng.integers(5_000_000, 9_000_000, size=n_background)])  # beyond any gene
+    chrom = np.concatenate([ann.chrom.to_numpy(), rng.choice([f"chr{c}" for c in range(1, 6)], size=n_background)])
     width = rng.integers(200, 800, size=centre.size)
-    openness = np.concatenate([
-        np.log1p(profile[:, gene_of_peak]),
-        np.full((profile.shape[0], n_background), np.log1p(profile).mean()),
-    ], axis=1)
-    mean = openness / openness.sum(1, keepdims=True) * depth
-    X = np.minimum(_counts(mean, rng), 4)
     starts = centre - width // 2
     names = [f"{c}:{s}-{s + w}" for c, s, w in zip(chrom, starts, width)]
-    var = pd.DataFrame({"chrom": chrom, "start": starts, "end": starts + width}, index=names)
-    order = np.lexsort((var.start.to_numpy(), var.chrom.to_numpy()))
-    return ad.AnnData(sp.csr_matrix(X[:, order]), obs=obs.copy(), var=var.iloc[order])
+    peaks = pd.DataFrame({"chrom": chrom, "start": starts, "end": starts + width, "gene": gene}, index=names)
+    return peaks.iloc[np.lexsort((peaks.start.to_numpy(), peaks.chrom.to_numpy()))]
 
 
 def shared_data_dir() -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import asdict
 
 import numpy as np
@@ -106,12 +107,16 @@ class BiCLUM:
         self.device = select_device(accelerator)
         self.rna, self.other = rna, other
         set_seed(seed)
+        clock = time.perf_counter()
         self.data: UnpairedData | None = prepare_unpaired(
             rna, other, modality=modality, n_top_genes=n_top_genes, n_pcs=n_pcs,
             protein_map=protein_map, layer_rna=layer_rna, layer_other=layer_other, seed=seed,
         )
+        self.timings = {"prepare": time.perf_counter() - clock}
         self.transforms = (self.data.other.transform, self.data.rna.transform)
+        clock = time.perf_counter()
         self.cell_pairs = self._cell_pairs()
+        self.timings["pairs"] = time.perf_counter() - clock
         self.feature_pairs = self.data.feature_pairs
         self.profiles = self._build_profiles()
         self.module = self._build_module()

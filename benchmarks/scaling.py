@@ -1,0 +1,154 @@
+"""Scaling benchmark: BiCLUM (and scMDCF) on the built-in simulator at growing cell numbers.
+
+Each size runs in its own subprocess so that peak RSS is per size. Phases timed: simulate,
+gene activity (preprocess), model preparation (HVG, normalisation, PCA), MNN pairs, training per
+epoch, embedding of all cells; quality metrics on a seeded subsample of cells (the simulated
+modalities are paired, so FOSCTTM is available); MNN recall of hnswlib against exact search on
+a subsample of queries.
+
+    python benchmarks/scaling.py --sizes 10000 100000 1000000
+    python benchmarks/scaling.py --plot-only        # redraw the PNG from the JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SIM = dict(n_genes=600, n_types=8, peaks_per_gene=2, rna_depth=1000.0, atac_depth=300.0)
+
+
+def rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def mnn_recall(a: np.ndarray, b: np.ndarray, k: int, n_queries: int = 2000, seed: int = 0) -> float:
+    """Recall of hnswlib k-NN (cosine) against exact search for a sample of queries."""
+    from cellbridge.pairs import knn
+
+    rng = np.random.default_rng(seed)
+    q = a[rng.choice(len(a), min(n_queries, len(a)), replace=False)]
+    exact = knn(b, q, k, method="exact")
+    approx = knn(b, q, k, method="hnsw", seed=seed)
+    return float(np.mean([len(set(e) & set(h)) / k for e, h in zip(exact, approx)]))
+
+
+def run_size(n: int, epochs: int, threads: int, metric_cells: int, seed: int = 0) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    import cellbridge as cb
+
+    rec: dict = {"n_cells_per_modality": n, "threads": threads, "phases": {}}
+    ph = rec["phases"]
+    t = time.perf_counter()
+    sim = cb.datasets.simulate_multiome(n, seed=seed, **SIM)
+    ph["simulate"] = time.perf_counter() - t
+    rna, atac = sim["rna"], sim["atac"]
+    t = time.perf_counter()
+    gam = cb.pp.gene_activity(atac, sim["annotation"])
+    ph["gene_activity"] = time.perf_counter() - t
+    del atac, sim
+    model = cb.BiCLUM(rna, gam, modality="atac", seed=seed)
+    ph["prepare"], ph["pairs"] = model.timings["prepare"], model.timings["pairs"]
+    rec["n_cell_pairs"] = len(model.cell_pairs)
+    history = model.train(max_epochs=epochs, patience=epochs + 1, progress=False)
+    ph["train_per_epoch"] = history["seconds"][0] / len(history["loss"])
+    rec["epochs"] = len(history["loss"])
+    t = time.perf_counter()
+    z_rna, z_gam = model.get_latent(rna), model.get_latent(gam)
+    ph["embed"] = time.perf_counter() - t
+    rec["peak_rss_gib_after_biclum"] = rss_gib()
+    rows = np.sort(np.random.default_rng(seed).choice(n, min(metric_cells, n), replace=False))
+    labels = rna.obs["cell_type"].astype(str).to_numpy()[rows]
+    rec["metrics"] = cb.metrics.integration_metrics(z_gam[rows], z_rna[rows], labels, labels, paired=True, seed=seed)
+    rec["metric_cells"] = len(rows)
+    if n > cb.pairs.EXACT_KNN_MAX_CELLS:
+        a, b = model.data.shared_pca(model.params["mnn_dims"], seed=seed)
+        rec["hnsw_recall_at_k"] = mnn_recall(a, b, model.params["k_mnn"])
+    rec["peak_rss_gib"] = rss_gib()
+    return rec
+
+
+def plot(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = np.array([r["n_cells_per_modality"] for r in records])
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
+    for phase in records[0]["phases"]:
+        ax_t.plot(n, [r["phases"][phase] for r in records], "o-", label=phase)
+    ax_t.plot(n, n / n[0] * records[0]["phases"]["train_per_epoch"], "k:", label="linear (train/epoch)")
+    ax_t.set(xscale="log", yscale="log", xlabel="cells per modality", ylabel="seconds", title="time per phase")
+    ax_t.legend(fontsize=7)
+    ax_m.plot(n, [r["peak_rss_gib"] for r in records], "o-")
+    ax_m.axhline(16, color="r", ls="--", label="16 GiB bound")
+    ax_m.set(xscale="log", xlabel="cells per modality", ylabel="peak RSS (GiB)", title="memory")
+    ax_m.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--metric-cells", type=int, default=10_000)
+    parser.add_argument("--out", default=str(RESULTS / "scaling"))
+    parser.add_argument("--plot-only", action="store_true")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    out = Path(args.out)
+    if args.one:
+        print(json.dumps(run_size(args.one, args.epochs, args.threads, args.metric_cells), default=float))
+        return
+    if not args.plot_only:
+        previous = json.loads(out.with_suffix(".json").read_text())["records"] if out.with_suffix(".json").exists() else []
+        records = {r["n_cells_per_modality"]: r for r in previous}
+        for n in args.sizes:
+            cmd = [sys.executable, __file__, "--one", str(n), "--epochs", str(args.epochs),
+                   "--threads", str(args.threads), "--metric-cells", str(args.metric_cells)]
+            result = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            records[n] = json.loads(result.stdout.strip().splitlines()[-1])
+            print(json.dumps({k: v for k, v in records[n].items() if k != "metrics"}, default=float), flush=True)
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+            ordered = [records[k] for k in sorted(records)]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.with_suffix(".json").write_text(json.dumps(
+                {"commit": commit, "command": "python benchmarks/scaling.py " + " ".join(sys.argv[1:]), "records": ordered},
+                indent=1, default=float))
+    data = json.loads(out.with_suffix(".json").read_text())
+    plot(data["records"], out.with_suffix(".png"))
+    out.with_suffix(".md").write_text(markdown(data))
+
+
+def markdown(data: dict) -> str:
+    recs = data["records"]
+    phases = list(recs[0]["phases"])
+    lines = [f"Commit `{data['commit']}`; command `{data['command']}`; 2-core CPU machine.", "",
+             "| cells/modality | " + " | ".join(f"{p} s" for p in phases)
+             + " | peak RSS GiB | hnsw recall | FOSCTTM | transfer acc. | omics mixing | bio. conservation |",
+             "|" + "---|" * (len(phases) + 6)]
+    for r in recs:
+        m = r["metrics"]
+        lines.append(f"| {r['n_cells_per_modality']:,} | " + " | ".join(f"{r['phases'][p]:.1f}" for p in phases)
+                     + f" | {r['peak_rss_gib']:.2f} | {r.get('hnsw_recall_at_k', float('nan')):.3f} | {m['foscttm']:.3f}"
+                     + f" | {m['transfer_accuracy']:.3f} | {m['omics_mixing']:.3f} | {m['biology_conservation']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
