@@ -154,3 +154,15 @@ def test_real_multiome_gene_activity_end_to_end(shared_data):
     assert model.data.report["n_shared_genes"] > 100
     model.train(progress=False)
     assert model.get_latent(gam, "other").shape == (500, 50)
+
+
+def test_bf16_mixed_precision_agrees_with_float32(split_rna):
+    model = _model(split_rna, max_epochs=5)
+    model.train(progress=False)
+    z32 = model.get_latent(modality="rna")
+    model.params["precision"] = "bf16-mixed"
+    z16 = model.get_latent(modality="rna")
+    # bfloat16 keeps 8 mantissa bits (~0.4% per rounding); through 3 layers we allow 3% relative error.
+    assert np.linalg.norm(z16 - z32) / np.linalg.norm(z32) < 3e-2
+    mixed = _model(split_rna, precision="bf16-mixed", max_epochs=3)
+    assert np.isfinite(mixed.train(progress=False)["loss"]).all()

@@ -39,6 +39,7 @@ class TrainConfig:
     patience: int
     max_time: float | None
     seed: int
+    precision: str = "32"  # "32" or "bf16-mixed" (autocast to bfloat16)
 
 
 class RowSource:
@@ -99,7 +100,7 @@ class TrainInputs:
 def make_config(params: dict, *, max_time: float | None, seed: int) -> TrainConfig:
     """The training configuration from resolved model parameters."""
     keys = ("tau_cell", "tau_feature", "alpha", "beta", "similarity", "feature_mode", "feature_batch",
-            "lr", "weight_decay", "batch_size", "max_epochs", "patience")
+            "lr", "weight_decay", "batch_size", "max_epochs", "patience", "precision")
     return TrainConfig(**{k: params[k] for k in keys}, gamma=tuple(params["gamma"]), max_time=max_time, seed=seed)
 
 
@@ -142,7 +143,8 @@ class BiCLUMTrainer:
         sums = dict.fromkeys(("loss", "rec", "cell", "feature"), 0.0)
         for b in range(n_batches):
             batch = order[b * self.cfg.batch_size : (b + 1) * self.cfg.batch_size]
-            terms = self._step(other_idx[batch], rna_idx[batch], flag[batch])
+            with autocast(self.device, self.cfg.precision):
+                terms = self._step(other_idx[batch], rna_idx[batch], flag[batch])
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt.step()
@@ -221,7 +223,18 @@ def _encode_in_chunks(module, profiles, k, chunk, rng) -> torch.Tensor:
     return out[torch.as_tensor(np.argsort(np.concatenate(parts)), device=profiles.device)]
 
 
+PRECISIONS = ("32", "bf16-mixed")
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast context: bfloat16 mixed precision for ``"bf16-mixed"``, a no-op for ``"32"``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+
+
 @torch.no_grad()
-def encode_all(fn, X: torch.Tensor, chunk: int = 4096) -> np.ndarray:
-    """Apply an encoder in evaluation mode over the rows of ``X`` in chunks."""
-    return torch.cat([fn(part) for part in X.split(chunk)]).cpu().numpy()
+def encode_all(fn, X: torch.Tensor, chunk: int = 4096, precision: str = "32") -> np.ndarray:
+    """Apply an encoder in evaluation mode over the rows of ``X`` in chunks (float32 output)."""
+    with autocast(X.device, precision):
+        return torch.cat([fn(part).float() for part in X.split(chunk)]).cpu().numpy()

@@ -32,6 +32,7 @@ _PER_MODALITY = {
 _REFERENCE = dict(
     mnn_rep="scaled", mnn_dims=50, similarity="dot", feature_mode="exact", profile="cells", n_profile=None, feature_batch=256,
     lr=1e-4, weight_decay=5e-5, batch_size=256, max_epochs=1000, patience=30, gamma=(1.0, 1.0),
+    precision="32",
 )
 _DEFAULT = dict(_REFERENCE, feature_mode="sampled", profile="subsample", n_profile=2048)
 PRESETS = {"reference": _REFERENCE, "default": _DEFAULT}
@@ -77,7 +78,8 @@ class BiCLUM:
         (``"counts"``/``"scaled"``), ``similarity`` (``"dot"``/``"cosine"``), ``feature_mode``
         (``"exact"``/``"sampled"``), ``profile`` (``"cells"``/``"subsample"``/``"metacells"``),
         ``n_profile``, ``feature_batch``, ``lr``, ``weight_decay``, ``batch_size``, ``max_epochs``,
-        ``patience``, ``gamma``.
+        ``patience``, ``gamma``, ``precision`` (``"32"`` or ``"bf16-mixed"``: bfloat16 autocast
+        for training and embedding).
 
     Examples
     --------
@@ -235,7 +237,7 @@ class BiCLUM:
             pca = self._project(adata, k, layer)
         self.module.eval()
         x = torch.as_tensor(pca, device=self.device)
-        return encode_all(lambda part: self.module.encode_cells(part, k), x)
+        return encode_all(lambda part: self.module.encode_cells(part, k), x, precision=self.params["precision"])
 
     def _project(self, adata: AnnData, k: int, layer: str | None) -> np.ndarray:
         transform = self.transforms[k]
@@ -256,7 +258,8 @@ class BiCLUM:
         self.module.eval()
         out = {}
         for k, name in ((OTHER, "other"), (RNA, "rna")):
-            emb = encode_all(lambda part: self.module.encode_features(part, k), torch.as_tensor(self.profiles[k], device=self.device))
+            profiles = torch.as_tensor(self.profiles[k], device=self.device)
+            emb = encode_all(lambda part: self.module.encode_features(part, k), profiles, precision=self.params["precision"])
             out[name] = pd.DataFrame(emb, index=self.transforms[k].features)
         return out
 
