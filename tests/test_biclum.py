@@ -166,3 +166,13 @@ def test_bf16_mixed_precision_agrees_with_float32(split_rna):
     assert np.linalg.norm(z16 - z32) / np.linalg.norm(z32) < 3e-2
     mixed = _model(split_rna, precision="bf16-mixed", max_epochs=3)
     assert np.isfinite(mixed.train(progress=False)["loss"]).all()
+
+
+@pytest.mark.parametrize("options", [{"mnn_rep": "scaled"}, {"mnn_rep": "pca", "mnn_dims": 10},
+                                     {"profile": "metacells", "n_profile": 40}, {"target": "scaled"}])
+def test_options_run_and_embed(split_rna, options):
+    model = _model(split_rna, max_epochs=2, **options)
+    if options.get("profile") == "metacells":
+        assert model.profiles[0].shape == (200, 40)
+    model.train(progress=False)
+    assert np.isfinite(model.get_latent(modality="rna")).all()
