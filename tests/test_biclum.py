@@ -169,7 +169,8 @@ def test_bf16_mixed_precision_agrees_with_float32(split_rna):
 
 
 @pytest.mark.parametrize("options", [{"mnn_rep": "scaled"}, {"mnn_rep": "pca", "mnn_dims": 10},
-                                     {"profile": "metacells", "n_profile": 40}, {"target": "scaled"}])
+                                     {"profile": "metacells", "n_profile": 40},
+                                     {"target": "scaled", "profile": "metacells", "n_profile": 40}])
 def test_options_run_and_embed(split_rna, options):
     model = _model(split_rna, max_epochs=2, **options)
     if options.get("profile") == "metacells":

@@ -333,8 +333,9 @@ def _metacells(data, target: str, n: int, seed: int) -> np.ndarray:
     onehot = sp.csr_matrix((np.ones(len(labels)), (labels, np.arange(len(labels)))), shape=(n, len(labels)))
     average = sp.diags(1 / np.maximum(np.asarray(onehot.sum(1)).ravel(), 1)) @ onehot
     if target == "counts":
-        return np.asarray((average @ data.counts).todense())
-    means = np.asarray(average @ data.normalized)
+        return (average @ data.counts).toarray()
+    means = average @ data.normalized
+    means = means.toarray() if sp.issparse(means) else np.asarray(means)
     return (means - data.transform.mean) / data.transform.std  # mean of z-scores = z-score of means
 
 
