@@ -19,7 +19,8 @@ def split_rna():
 
 def _model(split_rna, **kw):
     a, b = split_rna
-    kw = {"k_mnn": 20, "n_pcs": 20, "max_epochs": 3, "n_profile": 128, **kw}
+    small = {} if kw.get("preset") == "reference" else {"n_profile": 128, "profile": "subsample"}
+    kw = {"k_mnn": 20, "n_pcs": 20, "max_epochs": 3, **small, **kw}
     return cb.BiCLUM(b, a, modality="atac", **kw)
 
 

@@ -34,16 +34,20 @@ _REFERENCE = dict(
     lr=1e-4, weight_decay=5e-5, batch_size=256, max_epochs=1000, patience=30, gamma=(1.0, 1.0),
     precision="32",
 )
-_DEFAULT = dict(_REFERENCE, feature_mode="sampled", profile="subsample", n_profile=2048)
-PRESETS = {"reference": _REFERENCE, "default": _DEFAULT}
+# CellBridge's default = the reference plus these changes (each one an option in the reference
+# preset too), chosen on mop_snare and TEA-seq: see docs/methods.md and benchmarks/results/biclum.md.
+DEFAULT_CHANGES = dict(
+    mnn_rep="pca", k_mnn=30, feature_mode="sampled", profile="metacells", n_profile=1024, max_epochs=150,
+)
+PRESETS = ("reference", "default")
 MODALITY_NAMES = {"atac": "atac", "protein": "adt"}
 
 
 def resolve_params(preset: str, modality: str, overrides: dict) -> dict:
     """Preset values, then per-modality reference values, then the user's explicit overrides."""
     if preset not in PRESETS:
-        raise CellBridgeInputError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}.")
-    params = {**PRESETS[preset], **_PER_MODALITY[modality]}
+        raise CellBridgeInputError(f"preset must be one of {PRESETS}, got {preset!r}.")
+    params = {**_REFERENCE, **_PER_MODALITY[modality], **(DEFAULT_CHANGES if preset == "default" else {})}
     unknown = set(overrides) - set(params)
     if unknown:
         raise CellBridgeInputError(f"unknown BiCLUM parameter(s) {sorted(unknown)}; known: {sorted(params)}.")
@@ -65,8 +69,9 @@ class BiCLUM:
         ``"atac"`` or ``"protein"``.
     preset
         ``"reference"`` reproduces the published code (dot similarity, all features re-encoded
-        from all cells every step, raw-count targets); ``"default"`` is CellBridge's faster mode
-        (a feature batch per step, feature profiles over a fixed seeded subsample of cells).
+        from all cells every step, raw-count targets, MNN on the scaled shared features);
+        ``"default"`` is the reference plus :data:`DEFAULT_CHANGES`: MNN (k=30) on a joint PCA,
+        a feature batch per step, feature profiles over 1024 metacells, at most 150 epochs.
     n_top_genes, n_pcs
         HVGs per modality (union used) and PCA size of the cell-encoder input.
     seed
