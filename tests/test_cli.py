@@ -60,3 +60,18 @@ def test_demo_runs(capsys):
     assert main(["demo", "--n-cells", "400", "--epochs", "2", "--quiet"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert np.isfinite(metrics["foscttm"]) and "omics_mixing" in metrics
+
+
+def test_integrate_from_fragments_and_gene_activity_command(shared_data, tmp_path, capsys):
+    folder = shared_data / "pbmc_fragments_tiny"
+    gam = tmp_path / "gam.h5ad"
+    assert main(["gene-activity", "--fragments", str(folder / "fragments.tsv.gz"), "--cells", str(folder / "rna.h5ad"),
+                 "--annotation", str(shared_data / "annotation" / "hg19_genes.bed"), "--out", str(gam), "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_cells"] == 150 and gam.exists()
+    out = tmp_path / "frag.h5mu"
+    assert main(["integrate", "--rna", str(folder / "rna.h5ad"), "--fragments", str(folder / "fragments.tsv.gz"),
+                 "--cells", str(folder / "rna.h5ad"), "--genome-annotation", str(shared_data / "annotation" / "hg19_genes.bed"),
+                 "--out", str(out), "--epochs", "2", "--quiet"]) == 0
+    mdata = md.read_h5mu(out)
+    assert mdata.mod["atac"].n_obs == 150 and mdata.mod["atac"].obsm["X_biclum"].shape[0] == 150
