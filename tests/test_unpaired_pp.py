@@ -76,3 +76,12 @@ def test_protein_preparation_pairs_and_no_shared_protein(sim):
         prepare_unpaired(sim["rna"], bad, modality="protein")
     with pytest.raises(CellBridgeInputError, match="modality"):
         prepare_unpaired(sim["rna"], bad, modality="rna")
+
+
+def test_preparation_never_modifies_inputs(sim):
+    rna = sim["rna"].copy()
+    gam = sim["rna"][::-1].copy()
+    gam.X = gam.X * 0.5  # non-integer activity scores take the `seurat` HVG path
+    before = (rna.X.copy(), gam.X.copy())
+    prepare_unpaired(rna, gam, modality="atac", n_top_genes=50)
+    assert (rna.X != before[0]).nnz == 0 and (gam.X != before[1]).nnz == 0

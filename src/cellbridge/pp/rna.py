@@ -17,7 +17,7 @@ from sklearn.decomposition import PCA
 
 def library_normalize_log(X, target_sum: float) -> sp.csr_matrix:
     """``log1p(X / total_per_cell * target_sum)`` as CSR float32 (empty cells stay 0)."""
-    X = sp.csr_matrix(X, dtype=np.float32)
+    X = sp.csr_matrix(X).astype(np.float32, copy=False)
     totals = np.asarray(X.sum(axis=1)).ravel()
     scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
     X = sp.diags(scale.astype(np.float32)) @ X
@@ -32,6 +32,12 @@ def clr_normalize(X) -> np.ndarray:
     return np.log1p(X / geo).astype(np.float32)
 
 
+def median_total(X) -> float:
+    """Median library size of the non-empty cells (scanpy's default ``normalize_total`` target)."""
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    return float(np.median(totals[totals > 0])) if np.any(totals > 0) else 1.0
+
+
 def highly_variable(X_counts, n_top: int, *, integer: bool, seed: int = 0) -> np.ndarray:
     """Boolean mask of the ``n_top`` most variable features.
 
@@ -42,12 +48,11 @@ def highly_variable(X_counts, n_top: int, *, integer: bool, seed: int = 0) -> np
     n = X_counts.shape[1]
     if n_top >= n:
         return np.ones(n, dtype=bool)
-    tmp = ad.AnnData(sp.csr_matrix(X_counts, dtype=np.float32))
-    if integer:
+    if integer:  # seurat_v3 reads the counts without changing them: no copy
+        tmp = ad.AnnData(sp.csr_matrix(X_counts).astype(np.float32, copy=False))
         sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor="seurat_v3")
     else:
-        sc.pp.normalize_total(tmp)
-        sc.pp.log1p(tmp)
+        tmp = ad.AnnData(library_normalize_log(X_counts, median_total(X_counts)))  # a new matrix
         sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor="seurat")
     return tmp.var["highly_variable"].to_numpy()
 
@@ -101,8 +106,7 @@ class ExpressionTransform:
         on the scaled values of all cells, or of a seeded subsample of ``max_fit_cells`` above that.
         """
         if self.kind == "lognorm":
-            totals = np.asarray(X_counts.sum(axis=1)).ravel()
-            self.target_sum = float(np.median(totals[totals > 0])) if np.any(totals > 0) else 1.0
+            self.target_sum = median_total(X_counts)
         Xn = self.normalize(X_counts)
         self.mean, self.std = column_mean_std(Xn)
         rows = subsample_rows(Xn.shape[0], max_fit_cells, seed)

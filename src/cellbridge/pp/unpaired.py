@@ -142,14 +142,14 @@ def _prepare_gene_activity(rna, other, X_rna, X_other, n_top, n_pcs, seed) -> Un
         )
     if len(shared) < 50:
         logger.warning("only %d genes are shared between RNA and gene activity", len(shared))
-    Xr = sp.csr_matrix(X_rna[:, rna.var_names.get_indexer(shared)])
-    Xo = sp.csr_matrix(X_other[:, other.var_names.get_indexer(shared)])
+    Xr = _columns(X_rna, rna.var_names.get_indexer(shared))
+    Xo = _columns(X_other, other.var_names.get_indexer(shared))
     hvg = highly_variable(Xr, n_top, integer=True, seed=seed) | highly_variable(
         Xo, n_top, integer=is_integer_matrix(Xo), seed=seed
     )
     genes = list(shared[hvg])
-    rna_data = _fit_modality(Xr[:, hvg], genes, "lognorm", n_pcs, seed)
-    other_data = _fit_modality(Xo[:, hvg], genes, "lognorm", n_pcs, seed)
+    rna_data = _fit_modality(_columns(Xr, np.flatnonzero(hvg)), genes, "lognorm", n_pcs, seed)
+    other_data = _fit_modality(_columns(Xo, np.flatnonzero(hvg)), genes, "lognorm", n_pcs, seed)
     pairs = np.column_stack([np.arange(len(genes)), np.arange(len(genes))])
     report = {"n_shared_genes": len(shared), "n_hvg_union": len(genes)}
     logger.info("RNA + gene activity: %d shared genes, %d in the HVG union", len(shared), len(genes))
@@ -179,8 +179,15 @@ def _prepare_protein(rna, other, X_rna, X_other, n_top, n_pcs, protein_map, seed
     return UnpairedData("protein", other_data, rna_data, pairs, report)
 
 
+def _columns(X, idx: np.ndarray) -> sp.csr_matrix:
+    """Columns ``idx`` as float32 CSR; the input's own arrays (no copy) when ``idx`` keeps all columns in order."""
+    if len(idx) != X.shape[1] or not np.array_equal(idx, np.arange(X.shape[1])):
+        X = X[:, idx]
+    return sp.csr_matrix(X).astype(np.float32, copy=False)
+
+
 def _fit_modality(X_counts, features: list[str], kind: str, n_pcs: int, seed: int) -> ModalityData:
     transform = ExpressionTransform(kind, features)
     normalized = transform.fit(X_counts, n_pcs, seed)
-    counts = sp.csr_matrix(X_counts, dtype=np.float32)
+    counts = sp.csr_matrix(X_counts).astype(np.float32, copy=False)
     return ModalityData(transform, normalized, counts, transform.pca_normalized(normalized))
