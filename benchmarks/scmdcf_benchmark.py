@@ -1,0 +1,277 @@
+"""scMDCF benchmark: reference vs default preset vs simple baselines on paired real data.
+
+Each (dataset, method, K-mode) runs in its own subprocess so wall time and peak memory
+(``ru_maxrss``) belong to that method alone. Results: ``benchmarks/results/scmdcf.json`` / ``.md``.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/scmdcf_benchmark.py [--jobs 2] [--datasets a,b] [--methods m,n]
+    python benchmarks/scmdcf_benchmark.py --worker DATASET METHOD KMODE [--set key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("CELLBRIDGE_DATA", ROOT.parent / "shared" / "data"))
+RESULTS = ROOT / "benchmarks" / "results"
+DATASETS = {  # name: (rna file, other file, layer, label key)
+    "teaseq_pbmc": ("teaseq_pbmc/rna.h5ad", "teaseq_pbmc/adt.h5ad", None, "cell_type"),
+    "mop_snare": ("mop_snare/rna.h5ad", "mop_snare/atac.h5ad", None, "cell_type"),
+    "bmmc_cite_small": ("bmmc_cite_small/rna.h5ad", "bmmc_cite_small/adt.h5ad", "counts", "cell_type"),
+    "bmmc_multiome_small": ("bmmc_multiome_small/rna.h5ad", "bmmc_multiome_small/atac.h5ad",
+                            "counts", "cell_type"),
+    "pbmc10k_cite_unnamed": ("pbmc10k_cite_unnamed/pbmc10k_cite.h5", None, None, "label"),
+}
+ATAC_DATASETS = {"mop_snare", "bmmc_multiome_small"}
+BASELINES = [f"{alg}_{rep}" for rep in ("pca_rna", "pca_other", "pca_concat", "lsi_other", "lsi_concat")
+             for alg in ("kmeans", "leiden")]  # lsi_*: ATAC datasets only
+VARIANTS = {  # option bundles measured beside the presets: name -> (preset, overrides)
+    "scmdcf_option_pca_lsi": ("default", {"rna_representation": "pca", "atac_representation": "lsi"}),
+    "scmdcf_option_pca": ("default", {"rna_representation": "pca"}),
+}
+METHODS = ["scmdcf_reference", "scmdcf_default", *VARIANTS, *BASELINES]
+
+
+def load_dataset(name: str):
+    """``(rna, other, labels)`` for a benchmark dataset (raw counts, aligned)."""
+    import anndata as ad
+
+    from cellbridge.io import read_scmdc_h5
+
+    f_rna, f_other, layer, label_key = DATASETS[name]
+    if f_other is None:
+        rna, other = read_scmdc_h5(DATA / f_rna)
+    else:
+        rna, other = ad.read_h5ad(DATA / f_rna), ad.read_h5ad(DATA / f_other)
+    if layer:
+        rna.X, other.X = rna.layers[layer], other.layers[layer]
+    return rna, other, label_key
+
+
+def evaluate_labels(adata, label_key: str, labels_pred) -> dict[str, float]:
+    """NMI/ARI/AMI of ``labels_pred`` against ``adata.obs[label_key]`` (error if the column is missing).
+
+    Uses ``cellbridge.metrics.clustering_metrics`` when available, scikit-learn otherwise.
+    """
+    from cellbridge._validate import check_label_column
+
+    check_label_column(adata, label_key, "adata")
+    truth = adata.obs[label_key].astype(str).to_numpy()
+    try:
+        from cellbridge.metrics import clustering_metrics
+    except ImportError:
+        from sklearn import metrics as skm
+
+        return {"NMI": skm.normalized_mutual_info_score(truth, labels_pred),
+                "ARI": skm.adjusted_rand_score(truth, labels_pred),
+                "AMI": skm.adjusted_mutual_info_score(truth, labels_pred)}
+    res = clustering_metrics(np.asarray(labels_pred), truth)
+    return {"NMI": res["nmi"], "ARI": res["ari"], "AMI": res["ami"]}
+
+
+def _pca(X: np.ndarray, n: int, seed: int) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    n = max(2, min(n, X.shape[1] - 1, X.shape[0] - 1))
+    return PCA(n_components=n, random_state=seed).fit_transform(X)
+
+
+def _graph(emb: np.ndarray, seed: int):
+    from cellbridge.models.scmdcf import knn_igraph
+
+    return knn_igraph(emb, 15)
+
+
+def _leiden(graph, resolution: float, seed: int) -> np.ndarray:
+    from cellbridge.models.scmdcf import leiden_membership
+
+    return leiden_membership(graph, resolution, seed)
+
+
+def _leiden_k(graph, k: int, seed: int) -> np.ndarray:
+    """Leiden with the resolution bisected (≤ 12 steps) to give ``k`` clusters when possible."""
+    lo, hi, best = 0.01, 5.0, None
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        lab = _leiden(graph, mid, seed)
+        n = len(np.unique(lab))
+        if best is None or abs(n - k) < abs(len(np.unique(best)) - k):
+            best = lab
+        if n == k:
+            break
+        lo, hi = (mid, hi) if n < k else (lo, mid)
+    return best
+
+
+def run_baseline(method: str, rna, other, k_true: int | None, seed: int = 0):
+    """Cluster a PCA representation; returns ``(labels, K used)``."""
+    from sklearn.cluster import KMeans
+
+    from cellbridge.pp import prepare_paired
+
+    prna, poth = prepare_paired(rna, other)
+    reps = {"pca_rna": _pca(prna.X, 50, seed), "pca_other": _pca(poth.X, 50, seed)}
+    reps["pca_concat"] = np.hstack([reps["pca_rna"], reps["pca_other"]])
+    if method.endswith("lsi_other") or method.endswith("lsi_concat"):
+        if poth.uns["cellbridge_prepare"]["modality"] != "atac":
+            raise SystemExit(f"{method} applies to ATAC data only")
+        _, plsi = prepare_paired(rna, other, atac_representation="lsi", n_lsi=50, seed=seed)
+        reps["lsi_other"] = plsi.X
+        reps["lsi_concat"] = np.hstack([reps["pca_rna"], plsi.X])
+    alg, rep = method.split("_", 1)
+    emb = reps[rep]
+    graph = _graph(emb, seed)
+    if alg == "leiden":
+        lab = _leiden(graph, 1.0, seed) if k_true is None else _leiden_k(graph, k_true, seed)
+        return lab, len(np.unique(lab)), prna
+    k = k_true or len(np.unique(_leiden(graph, 1.0, seed)))
+    return KMeans(k, n_init=20, random_state=seed).fit_predict(emb), k, prna
+
+
+def run_scmdcf(preset: str, rna, other, k_true: int | None, overrides: dict, seed: int = 0):
+    import cellbridge as cb
+
+    model = cb.scMDCF(rna, other, n_clusters=k_true, preset=preset, seed=seed, accelerator="cpu",
+                      **overrides).train(progress=False)
+    return model.predict_clusters(), model.n_clusters_, model.rna
+
+
+def worker(dataset: str, method: str, kmode: str, overrides: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    rna, other, label_key = load_dataset(dataset)
+    k_true = int(rna.obs[label_key].nunique())
+    t0 = time.perf_counter()
+    k_arg = k_true if kmode == "true" else None
+    if method in VARIANTS:
+        preset, extra = VARIANTS[method]
+        overrides = {**extra, **overrides}
+        lab, k, prna = run_scmdcf(preset, rna, other, k_arg, overrides)
+    elif method.startswith("scmdcf_"):
+        lab, k, prna = run_scmdcf(method.split("_", 1)[1], rna, other, k_arg, overrides)
+    else:
+        lab, k, prna = run_baseline(method, rna, other, k_arg)
+    wall = time.perf_counter() - t0
+    scores = evaluate_labels(prna, label_key, lab)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"dataset": dataset, "method": method, "k_mode": kmode, "k_true": k_true, "k_used": int(k),
+            "n_cells": int(prna.n_obs), "wall_s": round(wall, 2), "peak_rss_mb": round(peak_mb, 1),
+            "overrides": overrides, **{m: round(float(v), 4) for m, v in scores.items()}}
+
+
+def _parse_set(items: list[str]) -> dict:
+    out = {}
+    for item in items or []:
+        key, val = item.split("=", 1)
+        try:
+            out[key] = json.loads(val)
+        except json.JSONDecodeError:
+            out[key] = val
+    return out
+
+
+def _spawn(task) -> dict:
+    dataset, method, kmode, sets = task
+    cmd = [sys.executable, __file__, "--worker", dataset, method, kmode]
+    for s in sets:
+        cmd += ["--set", s]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode:
+        return {"dataset": dataset, "method": method, "k_mode": kmode, "error": proc.stderr[-2000:]}
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(json.dumps(res), flush=True)
+    return res
+
+
+def write_markdown(rows: list[dict], meta: dict, path: Path) -> None:
+    lines = ["# scMDCF benchmark", "", f"- command: `{meta['command']}`", f"- git commit: `{meta['commit']}`",
+             f"- machine: {meta['machine']}", f"- seeds: {meta['seed']} (weights, batches, KMeans, Leiden)", "",
+             "| dataset | method | K mode | K used / true | NMI | ARI | AMI | wall s | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['dataset']} | {r['method']} | {r['k_mode']} | error | | | | | |")
+            continue
+        lines.append(f"| {r['dataset']} | {r['method']} | {r['k_mode']} | {r['k_used']}/{r['k_true']} | "
+                     f"{r['NMI']:.3f} | {r['ARI']:.3f} | {r['AMI']:.3f} | {r['wall_s']:.1f} | "
+                     f"{r['peak_rss_mb']:.0f} |")
+    lines += ["", *summary_lines(rows)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def summary_lines(rows: list[dict]) -> list[str]:
+    """Per dataset and K mode: reference, default and the best baseline for NMI and for ARI."""
+    out = ["## Summary (true K)", "", "| dataset | reference NMI / ARI | default NMI / ARI | "
+           "best baseline NMI (method) | best baseline ARI (method) |", "|---|---|---|---|---|"]
+    ok = [r for r in rows if "error" not in r and r["k_mode"] == "true"]
+    for ds in dict.fromkeys(r["dataset"] for r in ok):
+        sub = {r["method"]: r for r in ok if r["dataset"] == ds}
+        base = [r for m, r in sub.items() if not m.startswith("scmdcf")]
+        cell = lambda m: f"{sub[m]['NMI']:.3f} / {sub[m]['ARI']:.3f}" if m in sub else "n/a"  # noqa: E731
+        bn = max(base, key=lambda r: r["NMI"], default=None)
+        ba = max(base, key=lambda r: r["ARI"], default=None)
+        out.append(f"| {ds} | {cell('scmdcf_reference')} | {cell('scmdcf_default')} | "
+                   + (f"{bn['NMI']:.3f} ({bn['method']}) | {ba['ARI']:.3f} ({ba['method']}) |" if bn else "n/a | n/a |"))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", nargs=3, metavar=("DATASET", "METHOD", "KMODE"))
+    ap.add_argument("--set", action="append", default=[], help="scMDCF override key=json_value")
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--kmodes", default="true,estimated")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out", default="scmdcf")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep rows of an existing results file that this run does not redo")
+    ap.add_argument("--report", action="store_true", help="only rewrite the .md from the .json")
+    args = ap.parse_args()
+    if args.report:
+        data = json.loads((RESULTS / f"{args.out}.json").read_text())
+        write_markdown(data["results"], data["meta"], RESULTS / f"{args.out}.md")
+        return
+    if args.worker:
+        print(json.dumps(worker(*args.worker, _parse_set(args.set))))
+        return
+    tasks = [(d, m, k, args.set) for d in args.datasets.split(",") for m in args.methods.split(",")
+             for k in args.kmodes.split(",")
+             if "lsi" not in m or d in ATAC_DATASETS]
+    tasks.sort(key=lambda t: (t[0] != "mop_snare", not t[1].startswith("scmdcf")))  # longest first
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(_spawn, tasks))
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit or "unknown",
+            "machine": f"{os.cpu_count()} CPU cores shared with other jobs, {args.jobs} workers x 1 thread, CPU only",
+            "seed": 0}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    old = RESULTS / f"{args.out}.json"
+    if args.merge and old.exists():
+        prev = json.loads(old.read_text())
+        done = {(r["dataset"], r["method"], r["k_mode"]) for r in rows}
+        rows = [r for r in prev["results"] if (r["dataset"], r["method"], r["k_mode"]) not in done] + rows
+        meta["command"] = prev["meta"]["command"] + " ; then " + meta["command"]
+    order = {d: i for i, d in enumerate(DATASETS)}
+    rows.sort(key=lambda r: (order.get(r["dataset"], 99), METHODS.index(r["method"])
+                             if r["method"] in METHODS else 99, r["k_mode"] != "true"))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
+    write_markdown(rows, meta, RESULTS / f"{args.out}.md")
+
+
+if __name__ == "__main__":
+    main()

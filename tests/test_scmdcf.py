@@ -1,0 +1,140 @@
+"""scMDCF model: training paths, determinism, persistence, errors (tiny data, few epochs)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pytest
+
+import cellbridge as cb
+from cellbridge import CellBridgeInputError
+from cellbridge.models.scmdcf import cluster_paired
+
+from test_paired_pp import make_pair
+
+FAST = {"pretrain_epochs": 3, "finetune_epochs": 2}
+
+
+def fit(rna, other, **kw):
+    pre, fine = kw.pop("epochs", (3, 2))
+    kw.setdefault("accelerator", "cpu")
+    return cb.scMDCF(rna, other, **kw).train(pre, fine, progress=False)
+
+
+def test_ten_protein_cite_architecture_and_outputs():
+    rna, adt = make_pair(n=60, n_other=10)
+    model = fit(rna, adt, n_clusters=3, preset="reference")
+    assert [m.out_features for m in model.module.enc_other if hasattr(m, "out_features")] == [512, 64, 8]
+    assert model.module.fusion[0].in_features == 16
+    z = model.get_latent()
+    assert z.shape == (60, 8) and np.isfinite(z).all()
+    for method in ("kmeans", "dec"):
+        lab = model.predict_clusters(method)
+        assert lab.shape == (60,) and lab.max() < 3
+    assert {"rec_rna", "rec_other", "cl", "kl", "loss"} <= set(model.history_[-1])
+
+
+def test_atac_architecture_real_multiome(shared_data):
+    rna = ad.read_h5ad(shared_data / "bmmc_multiome_small" / "rna.h5ad")
+    atac = ad.read_h5ad(shared_data / "bmmc_multiome_small" / "atac.h5ad")
+    model = fit(rna, atac, n_clusters=5, preset="reference", layer_rna="counts", layer_other="counts",
+                epochs=(2, 1))
+    assert model.modality == "atac" and model.hyperparams["lamb"] == 10
+    assert model.module.fusion[0].in_features == 128 and model.get_latent().shape[1] == 8
+
+
+def test_real_cite_default(shared_data):
+    rna = ad.read_h5ad(shared_data / "bmmc_cite_small" / "rna.h5ad")
+    adt = ad.read_h5ad(shared_data / "bmmc_cite_small" / "adt.h5ad")
+    model = fit(rna, adt, n_clusters=6, layer_rna="counts", layer_other="counts", epochs=(2, 1))
+    assert model.modality == "protein" and len(np.unique(model.predict_clusters())) > 1
+
+
+def test_deterministic_same_seed():
+    rna, adt = make_pair()
+    z1 = fit(rna, adt, n_clusters=3, seed=3).get_latent()
+    z2 = fit(rna, adt, n_clusters=3, seed=3).get_latent()
+    assert np.array_equal(z1, z2)
+
+
+def test_save_load_round_trip(tmp_path):
+    rna, adt = make_pair()
+    model = fit(rna, adt, n_clusters=3, dec_target="fixed", target_update_interval=2)
+    model.save(tmp_path / "m")
+    with pytest.raises(FileExistsError):
+        model.save(tmp_path / "m")
+    loaded = cb.scMDCF.load(tmp_path / "m", rna, adt, accelerator="cpu")
+    assert np.array_equal(loaded.get_latent(), model.get_latent())
+    assert np.array_equal(loaded.predict_clusters(), model.predict_clusters())
+    assert loaded.n_clusters_ == 3 and loaded.hyperparams["dec_target"] == "fixed"
+    assert not list(tmp_path.glob("m/*.pkl"))
+
+
+def test_k_errors_and_estimation():
+    rna, adt = make_pair()
+    with pytest.raises(CellBridgeInputError, match="n_clusters"):
+        cb.scMDCF(rna, adt, n_clusters=61)
+    model = fit(rna, adt, n_clusters=None)
+    assert model.n_clusters_ >= 2 and model.n_clusters_source_.startswith("estimated")
+
+
+def test_minibatch_path_and_all_zero_features():
+    rna, adt = make_pair(n=60)
+    rna.X[:, 0] = 0
+    model = fit(rna, adt, n_clusters=3, batch_size=16, full_batch_max=None, dec_target="fixed")
+    assert model.rna.n_vars == 39
+    assert np.isfinite(model.get_latent()).all()
+
+
+def test_bad_options():
+    rna, adt = make_pair()
+    with pytest.raises(CellBridgeInputError, match="Unknown scMDCF hyper-parameter"):
+        cb.scMDCF(rna, adt, n_clusters=3, learning_rate=1)
+    with pytest.raises(CellBridgeInputError, match="preset"):
+        cb.scMDCF(rna, adt, n_clusters=3, preset="fast")
+    with pytest.raises(CellBridgeInputError, match="output_activation"):
+        cb.scMDCF(rna, adt, n_clusters=3, output_activation="tanh")
+    rna.X[0, 0] = np.nan
+    with pytest.raises(CellBridgeInputError, match="NaN"):
+        cb.scMDCF(rna, adt, n_clusters=3)
+    with pytest.raises(RuntimeError, match="train"):
+        cb.scMDCF(*make_pair(), n_clusters=3).get_latent()
+
+
+def test_write_results_copy_and_inplace():
+    rna, adt = make_pair()
+    model = fit(rna, adt[2:].copy(), n_clusters=3)
+    r_out, a_out = model.write_results(rna, adt)
+    assert r_out.n_obs == 58 and r_out.obsm["X_scmdcf"].shape == (58, 8)
+    assert "scmdcf_cluster" in a_out.obs and "X_scmdcf" not in rna.obsm
+    model.write_results(rna, copy=False)
+    assert np.isnan(rna.obsm["X_scmdcf"][:2]).all() and rna.obs["scmdcf_cluster"].isna().sum() == 2
+
+
+def test_cluster_paired_mudata():
+    rna, adt = make_pair()
+    mdata, model = cluster_paired(md.MuData({"rna": rna, "adt": adt}), n_clusters=3, progress=False,
+                                  accelerator="cpu", pretrain_epochs=2, finetune_epochs=1)
+    assert set(mdata.mod) == {"rna", "adt"} and mdata.uns["scmdcf"]["n_clusters"] == 3
+    assert mdata["rna"].obsm["X_scmdcf"].shape == (60, 8)
+
+
+def _benchmark_module():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "scmdcf_benchmark.py"
+    spec = importlib.util.spec_from_file_location("scmdcf_benchmark", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_evaluate_labels_missing_column():
+    bench = _benchmark_module()
+    rna, _ = make_pair()
+    with pytest.raises(CellBridgeInputError, match="no column 'celltype'"):
+        bench.evaluate_labels(rna, "celltype", np.zeros(rna.n_obs, dtype=int))
+    scores = bench.evaluate_labels(rna, "cell_type", rna.obs["cell_type"].cat.codes.to_numpy())
+    assert scores["NMI"] == pytest.approx(1.0) and scores["ARI"] == pytest.approx(1.0)
