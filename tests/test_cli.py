@@ -75,3 +75,16 @@ def test_integrate_from_fragments_and_gene_activity_command(shared_data, tmp_pat
                  "--out", str(out), "--epochs", "2", "--quiet"]) == 0
     mdata = md.read_h5mu(out)
     assert mdata.mod["atac"].n_obs == 150 and mdata.mod["atac"].obsm["X_biclum"].shape[0] == 150
+
+
+def test_cluster_paired_cite(sim_files, tmp_path, capsys):
+    out = tmp_path / "clusters.h5mu"
+    args = ["cluster", "--rna", str(sim_files / "rna.h5ad"), "--adt", str(sim_files / "adt.h5ad"), "--out", str(out),
+            "--n-clusters", "3", "--pretrain-epochs", "3", "--finetune-epochs", "2", "--quiet"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_clusters"] == 3
+    mdata = md.read_h5mu(out)
+    assert mdata.mod["rna"].obsm["X_scmdcf"].shape[0] == 500
+    assert mdata.mod["rna"].obs["scmdcf_cluster"].nunique() <= 3
+    assert main(args) == 2  # refuses to overwrite

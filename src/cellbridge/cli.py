@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     paired.add_argument("--adt", help="ADT counts of the same cells")
     paired.add_argument("--atac", help="ATAC peak counts of the same cells")
     p.add_argument("--n-clusters", type=int, help="K (estimated when omitted)")
+    p.add_argument("--pretrain-epochs", type=int, help="default: the preset's (200)")
+    p.add_argument("--finetune-epochs", type=int, help="default: the preset's (200)")
     p.add_argument("--preset", default="default", choices=["default", "reference"])
     p.add_argument("--layer-rna")
     p.add_argument("--layer-other")
@@ -122,7 +124,8 @@ def _dispatch(args: argparse.Namespace):
                                   out=args.out, overwrite=args.overwrite)
     if args.command == "cluster":
         return workflows.cluster(args.rna, args.out, adt=args.adt, atac=args.atac, n_clusters=args.n_clusters,
-                                 preset=args.preset, seed=args.seed, layer_rna=args.layer_rna,
+                                 preset=args.preset, seed=args.seed, pretrain_epochs=args.pretrain_epochs,
+                                 finetune_epochs=args.finetune_epochs, layer_rna=args.layer_rna,
                                  layer_other=args.layer_other, overwrite=args.overwrite, progress=progress)
     return workflows.gene_activity_file(peaks=args.peaks, fragments=args.fragments, cells=args.cells,
                                         annotation=args.annotation, method=args.method, out=args.out,

@@ -201,6 +201,8 @@ def cluster(
     n_clusters: int | None = None,
     preset: str = "default",
     seed: int = 0,
+    pretrain_epochs: int | None = None,
+    finetune_epochs: int | None = None,
     layer_rna: str | None = None,
     layer_other: str | None = None,
     overwrite: bool = False,
@@ -213,9 +215,10 @@ def cluster(
     if bool(adt) == bool(atac):
         raise CellBridgeInputError("give exactly one of --adt or --atac with --rna.")
     other = io.read(adt or atac)
+    epochs = {k: v for k, v in dict(pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs).items() if v}
     mdata, model = cluster_paired(io.read(rna_path), other, modality="protein" if adt else "atac",
                                   n_clusters=n_clusters, preset=preset, layer_rna=layer_rna,
-                                  layer_other=layer_other, seed=seed, progress=progress)
+                                  layer_other=layer_other, seed=seed, progress=progress, **epochs)
     io.write_h5mu(mdata, out_path, overwrite=overwrite)
     return {"written": str(out_path), "n_clusters": int(model.n_clusters_),
             "n_clusters_source": model.n_clusters_source_, "n_cells": int(mdata.n_obs)}
