@@ -110,6 +110,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(*args.one, args.max_time, args.threads), default=float))
         return
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
     records = []
     for name in args.datasets:
         for method in args.methods:
@@ -120,7 +121,6 @@ def main() -> None:
             records.append(json.loads(out.strip().splitlines()[-1]))
             print(json.dumps({k: v for k, v in records[-1].items() if k != "metrics"} | {
                 "foscttm": records[-1]["metrics"].get("foscttm")}), flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
     command = "python " + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".json").write_text(json.dumps({"commit": commit, "command": command, "records": records}, indent=1, default=float))

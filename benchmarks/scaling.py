@@ -118,13 +118,13 @@ def main() -> None:
     if not args.plot_only:
         previous = json.loads(out.with_suffix(".json").read_text())["records"] if out.with_suffix(".json").exists() else []
         records = {r["n_cells_per_modality"]: r for r in previous}
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
         for n in args.sizes:
             cmd = [sys.executable, __file__, "--one", str(n), "--epochs", str(args.epochs),
                    "--threads", str(args.threads), "--metric-cells", str(args.metric_cells)]
             result = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
             records[n] = json.loads(result.stdout.strip().splitlines()[-1])
             print(json.dumps({k: v for k, v in records[n].items() if k != "metrics"}, default=float), flush=True)
-            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
             ordered = [records[k] for k in sorted(records)]
             out.parent.mkdir(parents=True, exist_ok=True)
             out.with_suffix(".json").write_text(json.dumps(
