@@ -35,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="integrate the built-in simulated example and print metrics")
-    p.add_argument("--n-cells", type=int, default=3000)
-    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--n-cells", type=int, default=2000)
+    p.add_argument("--epochs", type=int, default=30)
     _add_common(p, out_required=False)
 
     p = sub.add_parser("integrate", help="BiCLUM: integrate unpaired RNA with ATAC or ADT",

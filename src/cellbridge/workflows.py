@@ -139,8 +139,8 @@ def _write_json(obj: dict, path: str, overwrite: bool) -> None:
 
 def demo(
     *,
-    n_cells: int = 3000,
-    epochs: int = 60,
+    n_cells: int = 2000,
+    epochs: int = 30,
     seed: int = 0,
     out: str | None = None,
     overwrite: bool = False,
