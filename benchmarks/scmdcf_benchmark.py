@@ -180,6 +180,8 @@ def _parse_set(items: list[str]) -> dict:
             out[key] = json.loads(val)
         except json.JSONDecodeError:
             out[key] = val
+    out += ["", "Option bundles (true K): " + "; ".join(
+        f"{r['dataset']} {r['method']} {r['NMI']:.3f} / {r['ARI']:.3f}" for r in ok if r["method"] in VARIANTS)]
     return out
 
 
@@ -197,14 +199,22 @@ def _spawn(task) -> dict:
     return res
 
 
+def _sorted(rows: list[dict]) -> list[dict]:
+    order = {d: i for i, d in enumerate(DATASETS)}
+    return sorted(rows, key=lambda r: (order.get(r["dataset"], 99), METHODS.index(r["method"])
+                                       if r["method"] in METHODS else 99, r["k_mode"] != "true"))
+
+
 def write_markdown(rows: list[dict], meta: dict, path: Path) -> None:
+    rows = _sorted(rows)
     lines = ["# scMDCF benchmark", "", f"- command: `{meta['command']}`", f"- git commit: `{meta['commit']}`",
              f"- machine: {meta['machine']}", f"- seeds: {meta['seed']} (weights, batches, KMeans, Leiden)", "",
              "| dataset | method | K mode | K used / true | NMI | ARI | AMI | wall s | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['dataset']} | {r['method']} | {r['k_mode']} | error | | | | | |")
+            why = r["error"].strip().splitlines()[-1][:90] if r["error"].strip() else "error"
+            lines.append(f"| {r['dataset']} | {r['method']} | {r['k_mode']} | {why} | | | | | |")
             continue
         lines.append(f"| {r['dataset']} | {r['method']} | {r['k_mode']} | {r['k_used']}/{r['k_true']} | "
                      f"{r['NMI']:.3f} | {r['ARI']:.3f} | {r['AMI']:.3f} | {r['wall_s']:.1f} | "
@@ -222,10 +232,15 @@ def summary_lines(rows: list[dict]) -> list[str]:
         sub = {r["method"]: r for r in ok if r["dataset"] == ds}
         base = [r for m, r in sub.items() if not m.startswith("scmdcf")]
         cell = lambda m: f"{sub[m]['NMI']:.3f} / {sub[m]['ARI']:.3f}" if m in sub else "n/a"  # noqa: E731
+        if "scmdcf_default" not in sub and "scmdcf_reference" in sub and sub["scmdcf_reference"]["n_cells"] <= 20000:
+            sub["scmdcf_default"] = {**sub["scmdcf_reference"], "note": "same"}
         bn = max(base, key=lambda r: r["NMI"], default=None)
         ba = max(base, key=lambda r: r["ARI"], default=None)
-        out.append(f"| {ds} | {cell('scmdcf_reference')} | {cell('scmdcf_default')} | "
+        dflt = cell("scmdcf_default") + (" (= reference config, not re-run)" if sub["scmdcf_default"].get("note") else "")
+        out.append(f"| {ds} | {cell('scmdcf_reference')} | {dflt} | "
                    + (f"{bn['NMI']:.3f} ({bn['method']}) | {ba['ARI']:.3f} ({ba['method']}) |" if bn else "n/a | n/a |"))
+    out += ["", "Option bundles (true K): " + "; ".join(
+        f"{r['dataset']} {r['method']} {r['NMI']:.3f} / {r['ARI']:.3f}" for r in ok if r["method"] in VARIANTS)]
     return out
 
 
