@@ -124,7 +124,7 @@ def run_baseline(method: str, rna, other, k_true: int | None, seed: int = 0):
     prna, poth = prepare_paired(rna, other)
     reps = {"pca_rna": _pca(prna.X, 50, seed), "pca_other": _pca(poth.X, 50, seed)}
     reps["pca_concat"] = np.hstack([reps["pca_rna"], reps["pca_other"]])
-    if method.endswith("lsi_other") or method.endswith("lsi_concat"):
+    if method.endswith(("lsi_other", "lsi_concat")):
         if poth.uns["cellbridge_prepare"]["modality"] != "atac":
             raise SystemExit(f"{method} applies to ATAC data only")
         _, plsi = prepare_paired(rna, other, atac_representation="lsi", n_lsi=50, seed=seed)
@@ -180,8 +180,6 @@ def _parse_set(items: list[str]) -> dict:
             out[key] = json.loads(val)
         except json.JSONDecodeError:
             out[key] = val
-    out += ["", "Option bundles (true K): " + "; ".join(
-        f"{r['dataset']} {r['method']} {r['NMI']:.3f} / {r['ARI']:.3f}" for r in ok if r["method"] in VARIANTS)]
     return out
 
 
@@ -191,7 +189,7 @@ def _spawn(task) -> dict:
     for s in sets:
         cmd += ["--set", s]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode:
         return {"dataset": dataset, "method": method, "k_mode": kmode, "error": proc.stderr[-2000:]}
     res = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -223,24 +221,32 @@ def write_markdown(rows: list[dict], meta: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _cell(sub: dict, method: str) -> str:
+    if method not in sub:
+        return "n/a"
+    r = sub[method]
+    return f"{r['NMI']:.3f} / {r['ARI']:.3f}" + (" (= reference config, not re-run)" if r.get("note") else "")
+
+
 def summary_lines(rows: list[dict]) -> list[str]:
-    """Per dataset and K mode: reference, default and the best baseline for NMI and for ARI."""
-    out = ["## Summary (true K)", "", "| dataset | reference NMI / ARI | default NMI / ARI | "
-           "best baseline NMI (method) | best baseline ARI (method) |", "|---|---|---|---|---|"]
+    """Per dataset (true K): reference, default and the best baseline for NMI and for ARI."""
+    header = ("| dataset | reference NMI / ARI | default NMI / ARI | best baseline NMI (method) | "
+              "best baseline ARI (method) |")
+    out = ["## Summary (true K)", "", header, "|---|---|---|---|---|"]
     ok = [r for r in rows if "error" not in r and r["k_mode"] == "true"]
     for ds in dict.fromkeys(r["dataset"] for r in ok):
         sub = {r["method"]: r for r in ok if r["dataset"] == ds}
         base = [r for m, r in sub.items() if not m.startswith("scmdcf")]
-        cell = lambda m: f"{sub[m]['NMI']:.3f} / {sub[m]['ARI']:.3f}" if m in sub else "n/a"  # noqa: E731
-        if "scmdcf_default" not in sub and "scmdcf_reference" in sub and sub["scmdcf_reference"]["n_cells"] <= 20000:
-            sub["scmdcf_default"] = {**sub["scmdcf_reference"], "note": "same"}
+        ref = sub.get("scmdcf_reference")
+        if "scmdcf_default" not in sub and ref and ref["n_cells"] <= 20000:  # same config there
+            sub["scmdcf_default"] = {**ref, "note": "same"}
         bn = max(base, key=lambda r: r["NMI"], default=None)
         ba = max(base, key=lambda r: r["ARI"], default=None)
-        dflt = cell("scmdcf_default") + (" (= reference config, not re-run)" if sub["scmdcf_default"].get("note") else "")
-        out.append(f"| {ds} | {cell('scmdcf_reference')} | {dflt} | "
-                   + (f"{bn['NMI']:.3f} ({bn['method']}) | {ba['ARI']:.3f} ({ba['method']}) |" if bn else "n/a | n/a |"))
-    out += ["", "Option bundles (true K): " + "; ".join(
-        f"{r['dataset']} {r['method']} {r['NMI']:.3f} / {r['ARI']:.3f}" for r in ok if r["method"] in VARIANTS)]
+        best = f"{bn['NMI']:.3f} ({bn['method']}) | {ba['ARI']:.3f} ({ba['method']}) |" if bn else "n/a | n/a |"
+        out.append(f"| {ds} | {_cell(sub, 'scmdcf_reference')} | {_cell(sub, 'scmdcf_default')} | {best}")
+    variants = [f"{r['dataset']} {r['method']} {r['NMI']:.3f} / {r['ARI']:.3f}" for r in ok
+                if r["method"] in VARIANTS]
+    out += ["", "Option bundles (true K): " + "; ".join(variants)]
     return out
 
 
@@ -270,7 +276,8 @@ def main() -> None:
     tasks.sort(key=lambda t: (t[0] != "mop_snare", not t[1].startswith("scmdcf")))  # longest first
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(_spawn, tasks))
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                            check=False).stdout.strip()
     meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit or "unknown",
             "machine": f"{os.cpu_count()} CPU cores shared with other jobs, {args.jobs} workers x 1 thread, CPU only",
             "seed": 0}

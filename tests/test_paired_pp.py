@@ -49,7 +49,7 @@ def test_shapes_scaling_and_inputs_untouched(fmt):
 
 def test_shuffled_cell_order_is_aligned():
     rna, other = make_pair()
-    r0, o0 = prepare_paired(rna, other)
+    _, o0 = prepare_paired(rna, other)
     perm = np.random.default_rng(1).permutation(other.n_obs)
     r1, o1 = prepare_paired(rna, other[perm].copy())
     assert list(o1.obs_names) == list(r1.obs_names) == list(rna.obs_names)
@@ -126,7 +126,7 @@ def test_modality_inference_and_lsi():
     rna, atac = make_pair(n_other=30, kind="atac")
     assert infer_modality(atac) == "atac"
     assert infer_modality(make_pair()[1]) == "protein"
-    r, o = prepare_paired(rna, atac, atac_representation="lsi", n_lsi=5)
+    _, o = prepare_paired(rna, atac, atac_representation="lsi", n_lsi=5)
     assert o.shape == (60, 5) and o.uns["cellbridge_prepare"]["representation"] == "lsi"
     big = ad.AnnData(np.ones((3, 600), dtype=np.float32), var=pd.DataFrame(index=[f"f{i}" for i in range(600)]))
     with pytest.raises(CellBridgeInputError, match='modality="atac"'):

@@ -9,12 +9,11 @@ import anndata as ad
 import mudata as md
 import numpy as np
 import pytest
+from test_paired_pp import make_pair
 
 import cellbridge as cb
 from cellbridge import CellBridgeInputError
 from cellbridge.models.scmdcf import cluster_paired
-
-from test_paired_pp import make_pair
 
 FAST = {"pretrain_epochs": 3, "finetune_epochs": 2}
 
@@ -117,7 +116,7 @@ def test_write_results_copy_and_inplace():
 
 def test_cluster_paired_mudata():
     rna, adt = make_pair()
-    mdata, model = cluster_paired(md.MuData({"rna": rna, "adt": adt}), n_clusters=3, progress=False,
+    mdata, _ = cluster_paired(md.MuData({"rna": rna, "adt": adt}), n_clusters=3, progress=False,
                                   accelerator="cpu", pretrain_epochs=2, finetune_epochs=1)
     assert set(mdata.mod) == {"rna", "adt"} and mdata.uns["scmdcf"]["n_clusters"] == 3
     assert mdata["rna"].obsm["X_scmdcf"].shape == (60, 8)

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from .._errors import CellBridgeInputError
-from ..pp.paired import split_mudata, infer_modality, prepare_paired
+from ..pp.paired import infer_modality, prepare_paired, split_mudata
 from . import scmdcf_module as M
 from .scmdcf_presets import effective_batch_size, resolve_hyperparams
 from .training import load_model_dir, save_model_dir, select_device, set_seed
@@ -62,7 +62,7 @@ def estimate_n_clusters(z: np.ndarray, *, resolution: float = 1.0, n_neighbors: 
     return max(2, len(np.unique(labels)))
 
 
-class scMDCF:  # noqa: N801 (the published method's name)
+class scMDCF:  # the published method's name
     """Paired multi-omics deep clustering with cross-modal contrastive learning (scMDCF).
 
     Parameters

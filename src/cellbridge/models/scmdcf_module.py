@@ -5,6 +5,7 @@ METHODS §2.2 (network) and §2.4 (pre-training, KMeans initialisation, DEC fine
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,7 +28,7 @@ def mlp(dims: Sequence[int], *, last_activation: bool = True) -> nn.Sequential:
     """Linear → BatchNorm1d → ReLU for every layer; the last layer is plain Linear when
     ``last_activation`` is False."""
     layers: list[nn.Module] = []
-    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+    for i, (d_in, d_out) in enumerate(itertools.pairwise(dims)):
         layers.append(nn.Linear(d_in, d_out))
         if last_activation or i < len(dims) - 2:
             layers += [nn.BatchNorm1d(d_out), nn.ReLU()]
