@@ -206,7 +206,8 @@ def _sorted(rows: list[dict]) -> list[dict]:
 def write_markdown(rows: list[dict], meta: dict, path: Path) -> None:
     rows = _sorted(rows)
     lines = ["# scMDCF benchmark", "", f"- command: `{meta['command']}`", f"- git commit: `{meta['commit']}`",
-             f"- machine: {meta['machine']}", f"- seeds: {meta['seed']} (weights, batches, KMeans, Leiden)", "",
+             f"- machine: {meta['machine']}", f"- seeds: {meta['seed']} (weights, batches, KMeans, Leiden)",
+             *([f"- note: {meta['note']}"] if meta.get("note") else []), "",
              "| dataset | method | K mode | K used / true | NMI | ARI | AMI | wall s | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
