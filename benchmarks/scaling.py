@@ -25,6 +25,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+EFS = (50, 100, 200, 400)
 SIM = dict(n_genes=600, n_types=8, peaks_per_gene=2, rna_depth=1000.0, atac_depth=300.0)
 
 
@@ -32,24 +33,31 @@ def rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def mnn_recall(a: np.ndarray, b: np.ndarray, k: int, n_queries: int = 2000, seed: int = 0) -> float:
-    """Recall of hnswlib k-NN (cosine) against exact search for a sample of queries."""
-    from cellbridge.pairs import knn
+def mnn_recall(a: np.ndarray, b: np.ndarray, k: int, efs=EFS, n_queries: int = 2000, seed: int = 0) -> dict:
+    """Recall of hnswlib k-NN (cosine) against exact search for a sample of queries, at each
+    search width ``ef`` (one index; the MNN search itself used the model's ``hnsw_ef``)."""
+    from cellbridge.pairs import hnsw_index, hnsw_query, knn
 
     rng = np.random.default_rng(seed)
     q = a[rng.choice(len(a), min(n_queries, len(a)), replace=False)]
     exact = knn(b, q, k, method="exact")
-    approx = knn(b, q, k, method="hnsw", seed=seed)
-    return float(np.mean([len(set(e) & set(h)) / k for e, h in zip(exact, approx)]))
+    index = hnsw_index(b, seed)
+    out = {}
+    for ef in efs:
+        t = time.perf_counter()
+        approx = hnsw_query(index, q, k, ef)
+        out[ef] = {"recall": float(np.mean([len(set(e) & set(h)) / k for e, h in zip(exact, approx)])),
+                   "query_s_per_1e6": (time.perf_counter() - t) / len(q) * 1e6}
+    return out
 
 
-def run_size(n: int, epochs: int, threads: int, metric_cells: int, seed: int = 0) -> dict:
+def run_size(n: int, epochs: int, threads: int, metric_cells: int, hnsw_ef: int | None = None, seed: int = 0) -> dict:
     import torch
 
     torch.set_num_threads(threads)
     import cellbridge as cb
 
-    rec: dict = {"n_cells_per_modality": n, "threads": threads, "phases": {}}
+    rec: dict = {"n_cells_per_modality": n, "threads": threads, "phases": {}, "load_before": os.getloadavg()}
     ph = rec["phases"]
     t = time.perf_counter()
     sim = cb.datasets.simulate_multiome(n, seed=seed, **SIM)
@@ -59,7 +67,8 @@ def run_size(n: int, epochs: int, threads: int, metric_cells: int, seed: int = 0
     gam = cb.pp.gene_activity(atac, sim["annotation"])
     ph["gene_activity"] = time.perf_counter() - t
     del atac, sim
-    model = cb.BiCLUM(rna, gam, modality="atac", seed=seed)
+    model = cb.BiCLUM(rna, gam, modality="atac", seed=seed, hnsw_ef=hnsw_ef)
+    rec["hnsw_ef"] = model.params["hnsw_ef"]
     ph["prepare"], ph["pairs"] = model.timings["prepare"], model.timings["pairs"]
     rec["n_cell_pairs"] = len(model.cell_pairs)
     history = model.train(max_epochs=epochs, patience=epochs + 1, progress=False)
@@ -77,6 +86,7 @@ def run_size(n: int, epochs: int, threads: int, metric_cells: int, seed: int = 0
         a, b = model.data.shared_pca(model.params["mnn_dims"], seed=seed)
         rec["hnsw_recall_at_k"] = mnn_recall(a, b, model.params["k_mnn"])
     rec["peak_rss_gib"] = rss_gib()
+    rec["load_after"] = os.getloadavg()
     return rec
 
 
@@ -107,13 +117,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--metric-cells", type=int, default=10_000)
+    parser.add_argument("--hnsw-ef", type=int, default=None, help="BiCLUM hnsw_ef (default: the model's)")
     parser.add_argument("--out", default=str(RESULTS / "scaling"))
     parser.add_argument("--plot-only", action="store_true")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = Path(args.out)
     if args.one:
-        print(json.dumps(run_size(args.one, args.epochs, args.threads, args.metric_cells), default=float))
+        print(json.dumps(run_size(args.one, args.epochs, args.threads, args.metric_cells, args.hnsw_ef), default=float))
         return
     if not args.plot_only:
         previous = json.loads(out.with_suffix(".json").read_text())["records"] if out.with_suffix(".json").exists() else []
@@ -122,6 +133,7 @@ def main() -> None:
         for n in args.sizes:
             cmd = [sys.executable, __file__, "--one", str(n), "--epochs", str(args.epochs),
                    "--threads", str(args.threads), "--metric-cells", str(args.metric_cells)]
+            cmd += ["--hnsw-ef", str(args.hnsw_ef)] if args.hnsw_ef else []
             result = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
             records[n] = json.loads(result.stdout.strip().splitlines()[-1])
             print(json.dumps({k: v for k, v in records[n].items() if k != "metrics"}, default=float), flush=True)
@@ -140,13 +152,22 @@ def markdown(data: dict) -> str:
     phases = list(recs[0]["phases"])
     lines = [f"Commit `{data['commit']}`; command `{data['command']}`; 2-core CPU machine.", "",
              "| cells/modality | " + " | ".join(f"{p} s" for p in phases)
-             + " | peak RSS GiB | hnsw recall | FOSCTTM | transfer acc. | omics mixing | bio. conservation |",
-             "|" + "---|" * (len(phases) + 6)]
+             + " | peak RSS GiB | load (1-min avg, start / end) | FOSCTTM | transfer acc. | omics mixing | bio. conservation |",
+             "|" + "---|" * (len(phases) + 7)]
     for r in recs:
         m = r["metrics"]
+        load = f"{r['load_before'][0]:.1f} / {r['load_after'][0]:.1f}" if "load_before" in r else "n/a"
         lines.append(f"| {r['n_cells_per_modality']:,} | " + " | ".join(f"{r['phases'][p]:.1f}" for p in phases)
-                     + f" | {r['peak_rss_gib']:.2f} | {r.get('hnsw_recall_at_k', float('nan')):.3f} | {m['foscttm']:.3f}"
+                     + f" | {r['peak_rss_gib']:.2f} | {load} | {m['foscttm']:.3f}"
                      + f" | {m['transfer_accuracy']:.3f} | {m['omics_mixing']:.3f} | {m['biology_conservation']:.3f} |")
+    recall = [r for r in recs if isinstance(r.get("hnsw_recall_at_k"), dict)]
+    if recall:
+        efs = list(recall[0]["hnsw_recall_at_k"])
+        lines += ["", "hnswlib recall@k_mnn against exact search (2,000 query cells; query seconds per 10^6 queries):", "",
+                  "| cells/modality | " + " | ".join(f"ef={ef}" for ef in efs) + " |", "|" + "---|" * (len(efs) + 1)]
+        for r in recall:
+            cells = [f"{v['recall']:.3f} ({v['query_s_per_1e6']:.0f} s)" for v in r["hnsw_recall_at_k"].values()]
+            lines.append(f"| {r['n_cells_per_modality']:,} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

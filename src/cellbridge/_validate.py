@@ -32,6 +32,26 @@ def _values(X) -> np.ndarray:
     return np.asarray(X).ravel()
 
 
+_CHUNK = 1 << 24  # values checked at a time: temporaries stay small on large matrices
+
+
+def _chunks(values: np.ndarray):
+    for start in range(0, values.size, _CHUNK):
+        yield values[start:start + _CHUNK]
+
+
+def _count_nonfinite(values: np.ndarray) -> int:
+    return sum(int(np.count_nonzero(~np.isfinite(c))) for c in _chunks(values))
+
+
+def _first_non_integer(values: np.ndarray) -> float | None:
+    for c in _chunks(values):
+        bad = c[np.abs(c - np.round(c)) > 1e-6]
+        if bad.size:
+            return float(bad[0])
+    return None
+
+
 def check_nonempty(adata: AnnData, name: str = "adata") -> None:
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise CellBridgeInputError(
@@ -51,9 +71,8 @@ def check_unique_names(adata: AnnData, name: str = "adata") -> None:
 
 
 def check_finite(X, name: str = "adata.X") -> None:
-    values = _values(X)
-    if values.size and not np.all(np.isfinite(values)):
-        n_bad = int((~np.isfinite(values)).sum())
+    n_bad = _count_nonfinite(_values(X))
+    if n_bad:
         raise CellBridgeInputError(
             f"`{name}` contains {n_bad} NaN or infinite values; remove or impute them "
             "(e.g. `np.nan_to_num`) before calling CellBridge."
@@ -71,17 +90,16 @@ def check_counts(X, name: str = "adata.X") -> None:
             f"`{name}` has negative values (min {values.min():.3g}); raw counts are required — "
             'pass `layer="counts"` if the counts are stored there.'
         )
-    frac = values[np.abs(values - np.round(values)) > 1e-6]
-    if frac.size:
+    frac = _first_non_integer(values)
+    if frac is not None:
         raise CellBridgeInputError(
-            f"`{name}` holds non-integer values (e.g. {frac[0]:.3g}); raw counts are required — "
+            f"`{name}` holds non-integer values (e.g. {frac:.3g}); raw counts are required — "
             'pass `layer="counts"` if the counts are stored there.'
         )
 
 
 def is_integer_matrix(X) -> bool:
-    values = _values(X)
-    return bool(values.size == 0 or np.all(np.abs(values - np.round(values)) < 1e-6))
+    return _first_non_integer(_values(X)) is None
 
 
 def check_modality(adata: AnnData, name: str, *, layer: str | None = None, counts: bool = False):

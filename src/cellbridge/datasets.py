@@ -62,12 +62,28 @@ def simulate_multiome(
         {"cell_type": pd.Categorical([f"type_{t}" for t in types])},
         index=[f"cell{i:06d}" for i in range(n_cells)],
     )
-    rna = ad.AnnData(sp.vstack([b[0] for b in blocks]).tocsr(), obs=obs.copy())
+    rna = ad.AnnData(_pop_stack(blocks, 0), obs=obs.copy())
     rna.var_names = genes
-    atac = ad.AnnData(sp.vstack([b[1] for b in blocks]).tocsr(), obs=obs.copy(), var=peaks.drop(columns="gene"))
+    atac = ad.AnnData(_pop_stack(blocks, 1), obs=obs.copy(), var=peaks.drop(columns="gene"))
     adt = ad.AnnData(np.vstack([b[2] for b in blocks]), obs=obs.copy())
     adt.var_names = list(_PANEL)
     return {"rna": rna, "atac": atac, "adt": adt, "annotation": annotation}
+
+
+def _pop_stack(blocks: list[list], i: int) -> sp.csr_matrix:
+    """Stack the ``i``-th CSR matrix of every block into one, freeing each block once copied."""
+    nnz = sum(b[i].nnz for b in blocks)
+    n_rows = sum(b[i].shape[0] for b in blocks)
+    data = np.empty(nnz, dtype=np.float32)
+    indices = np.empty(nnz, dtype=np.int32 if nnz < 2**31 else np.int64)
+    indptr = np.zeros(n_rows + 1, dtype=indices.dtype)
+    row = pos = 0
+    for block in blocks:
+        part, block[i] = block[i], None
+        data[pos:pos + part.nnz], indices[pos:pos + part.nnz] = part.data, part.indices
+        indptr[row + 1:row + 1 + part.shape[0]] = part.indptr[1:] + pos
+        row, pos = row + part.shape[0], pos + part.nnz
+    return sp.csr_matrix((data, indices, indptr), shape=(n_rows, part.shape[1]))
 
 
 def _simulate_block(profile, peaks, rna_depth, atac_depth, rng):
@@ -79,7 +95,7 @@ def _simulate_block(profile, peaks, rna_depth, atac_depth, rng):
     atac = np.minimum(_counts(openness / openness.sum(1, keepdims=True) * atac_depth, rng), 4)
     panel = profile[:, : len(_PANEL)]
     adt = _counts(panel / panel.mean(1, keepdims=True) * 20 + 5, rng)
-    return sp.csr_matrix(rna), sp.csr_matrix(atac), adt
+    return [sp.csr_matrix(rna), sp.csr_matrix(atac), adt]
 
 
 def _counts(mean: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -24,12 +24,13 @@ def knn(
     method: str = "auto",
     seed: int = 0,
     n_threads: int = -1,
+    ef: int | None = None,
 ) -> np.ndarray:
     """Indices (``query`` rows x ``k``) of the ``k`` cosine-nearest rows of ``reference``.
 
     ``method="exact"`` uses brute-force search; ``"hnsw"`` an hnswlib index (M=32,
-    ef_construction=200, ef=max(50, k)) as in the reference; ``"auto"`` is exact while both
-    sides have at most ``EXACT_KNN_MAX_CELLS`` rows.
+    ef_construction=200) searched with ``ef`` candidates (None: ``max(50, k)`` as in the
+    reference); ``"auto"`` is exact while both sides have at most ``EXACT_KNN_MAX_CELLS`` rows.
     """
     k = min(k, reference.shape[0])
     if method == "auto":
@@ -39,29 +40,41 @@ def knn(
         return nn.fit(reference).kneighbors(query, return_distance=False)
     if method != "hnsw":
         raise CellBridgeInputError(f"knn method must be 'auto', 'exact' or 'hnsw', got {method!r}.")
+    return hnsw_query(hnsw_index(reference, seed, n_threads), query, k, ef, n_threads)
+
+
+def hnsw_index(reference: np.ndarray, seed: int = 0, n_threads: int = -1):
+    """An hnswlib cosine index of the rows of ``reference`` (M=32, ef_construction=200)."""
     import hnswlib
 
     index = hnswlib.Index(space="cosine", dim=reference.shape[1])
     index.init_index(max_elements=len(reference), M=32, ef_construction=200, random_seed=seed)
     index.add_items(np.ascontiguousarray(reference, dtype=np.float32), num_threads=n_threads)
-    index.set_ef(max(50, k))
+    return index
+
+
+def hnsw_query(index, query: np.ndarray, k: int, ef: int | None = None, n_threads: int = -1) -> np.ndarray:
+    """``k`` nearest indexed rows of each query row, searching ``ef`` (None: ``max(50, k)``) candidates."""
+    index.set_ef(max(ef or 50, k))
     labels, _ = index.knn_query(np.ascontiguousarray(query, dtype=np.float32), k=k, num_threads=n_threads)
     return labels.astype(np.int64)
 
 
-def mnn_pairs(a: np.ndarray, b: np.ndarray, k: int = 50, *, method: str = "auto", seed: int = 0) -> np.ndarray:
+def mnn_pairs(
+    a: np.ndarray, b: np.ndarray, k: int = 50, *, method: str = "auto", seed: int = 0, ef: int | None = None
+) -> np.ndarray:
     """Mutual nearest neighbours between the rows of ``a`` and ``b`` (cosine distance).
 
     Returns an ``(n_pairs, 2)`` array of ``(row of a, row of b)``: ``i`` and ``j`` are a pair when
     ``j`` is among the ``k`` nearest rows of ``b`` to ``a[i]`` and ``i`` among the ``k`` nearest rows
-    of ``a`` to ``b[j]``.
+    of ``a`` to ``b[j]``. ``method`` and ``ef`` are passed to :func:`knn`.
     """
     if a.shape[1] != b.shape[1]:
         raise CellBridgeInputError(
             f"MNN inputs need the same features: {a.shape[1]} vs {b.shape[1]} columns."
         )
-    a_to_b = _as_graph(knn(b, a, k, method=method, seed=seed), len(b))  # rows of a -> b
-    b_to_a = _as_graph(knn(a, b, k, method=method, seed=seed), len(a))  # rows of b -> a
+    a_to_b = _as_graph(knn(b, a, k, method=method, seed=seed, ef=ef), len(b))  # rows of a -> b
+    b_to_a = _as_graph(knn(a, b, k, method=method, seed=seed, ef=ef), len(a))  # rows of b -> a
     mutual = a_to_b.multiply(b_to_a.T).tocoo()
     pairs = np.column_stack([mutual.row, mutual.col]).astype(np.int64)
     logger.info(

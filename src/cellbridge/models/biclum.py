@@ -16,7 +16,7 @@ from anndata import AnnData
 from .._errors import CellBridgeInputError
 from .._validate import check_finite
 from ..pairs import mnn_pairs
-from ..pp.rna import ARRAYS, ExpressionTransform
+from ..pp.rna import ARRAYS, ROW_CHUNK, ExpressionTransform
 from ..pp.unpaired import UnpairedData, prepare_unpaired
 from ._biclum_module import OTHER, RNA, BiCLUMModule
 from ._biclum_train import BiCLUMTrainer, TrainConfig, TrainInputs, encode_all, make_config
@@ -30,7 +30,7 @@ _PER_MODALITY = {
     "protein": dict(tau_cell=100.0, tau_feature=50.0, alpha=100.0, beta=1e5, k_mnn=500, n_latent=25, target="scaled"),
 }
 _REFERENCE = dict(
-    mnn_rep="scaled", mnn_dims=50, similarity="dot", feature_mode="exact", profile="cells", n_profile=None, feature_batch=256,
+    mnn_rep="scaled", mnn_dims=50, hnsw_ef=None, similarity="dot", feature_mode="exact", profile="cells", n_profile=None, feature_batch=256,
     lr=1e-4, weight_decay=5e-5, batch_size=256, max_epochs=1000, patience=30, gamma=(1.0, 1.0),
     precision="32",
 )
@@ -80,7 +80,8 @@ class BiCLUM:
         ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
     **params
         Any preset value: ``tau_cell, tau_feature, alpha, beta, k_mnn, n_latent, target``
-        (``"counts"``/``"scaled"``), ``similarity`` (``"dot"``/``"cosine"``), ``feature_mode``
+        (``"counts"``/``"scaled"``), ``mnn_rep`` (``"scaled"``/``"pca"``), ``mnn_dims``,
+        ``hnsw_ef`` (hnswlib search width above 20,000 cells; None: ``max(50, k_mnn)``), ``similarity`` (``"dot"``/``"cosine"``), ``feature_mode``
         (``"exact"``/``"sampled"``), ``profile`` (``"cells"``/``"subsample"``/``"metacells"``),
         ``n_profile``, ``feature_batch``, ``lr``, ``weight_decay``, ``batch_size``, ``max_epochs``,
         ``patience``, ``gamma``, ``precision`` (``"32"`` or ``"bf16-mixed"``: bfloat16 autocast
@@ -138,7 +139,7 @@ class BiCLUM:
             a, b = self.data.shared_views()
         else:
             raise CellBridgeInputError(f"mnn_rep must be 'scaled' or 'pca', got {self.params['mnn_rep']!r}.")
-        return mnn_pairs(a, b, k=self.params["k_mnn"], seed=self.seed)
+        return mnn_pairs(a, b, k=self.params["k_mnn"], seed=self.seed, ef=self.params["hnsw_ef"])
 
     def _modality_data(self, k: int):
         return (self.data.other, self.data.rna)[k]
@@ -254,9 +255,16 @@ class BiCLUM:
             raise CellBridgeInputError("`adata` has none of the model's features; is it the right modality?")
         if missing:
             logger.warning("%d of %d model features are missing from `adata` and count as 0", missing, len(idx))
-        X = sp.csr_matrix(X, dtype=np.float32)
-        X = sp.hstack([X, sp.csr_matrix((X.shape[0], 1), dtype=np.float32)]).tocsr()[:, np.where(idx < 0, X.shape[1], idx)]
-        return transform.embed(X)
+        cols = np.where(idx < 0, X.shape[1], idx)  # missing features read an all-zero column
+        keep_all = np.array_equal(cols, np.arange(X.shape[1]))
+        parts = []
+        for start in range(0, X.shape[0], ROW_CHUNK):  # one chunk of cells normalised at a time
+            block = sp.csr_matrix(X[start:start + ROW_CHUNK], dtype=np.float32)
+            if not keep_all:
+                zero = sp.csr_matrix((block.shape[0], 1), dtype=np.float32)
+                block = sp.hstack([block, zero], format="csr")[:, cols]
+            parts.append(transform.embed(block))
+        return np.vstack(parts)
 
     def get_feature_embeddings(self) -> dict[str, pd.DataFrame]:
         """Feature (gene / protein) embeddings per modality: ``{"rna": df, "other": df}``."""

@@ -15,6 +15,11 @@ import scipy.sparse as sp
 from sklearn.decomposition import PCA
 
 
+MAX_FIT_CELLS = 50_000  # cells used to fit a PCA
+MAX_HVG_CELLS = 100_000  # cells used to rank highly variable features
+ROW_CHUNK = 100_000  # rows processed at a time by whole-matrix passes
+
+
 def library_normalize_log(X, target_sum: float) -> sp.csr_matrix:
     """``log1p(X / total_per_cell * target_sum)`` as CSR float32 (empty cells stay 0)."""
     X = sp.csr_matrix(X).astype(np.float32, copy=False)
@@ -43,11 +48,15 @@ def highly_variable(X_counts, n_top: int, *, integer: bool, seed: int = 0) -> np
 
     ``seurat_v3`` on counts when ``integer``; otherwise the ``seurat`` flavour on
     log-normalised values (gene activity scores that are not counts). All features when
-    ``n_top`` is at least their number.
+    ``n_top`` is at least their number. Above ``MAX_HVG_CELLS`` cells, a seeded subsample of
+    that many cells is used.
     """
     n = X_counts.shape[1]
     if n_top >= n:
         return np.ones(n, dtype=bool)
+    rows = subsample_rows(X_counts.shape[0], MAX_HVG_CELLS, seed)
+    if rows is not None:  # rankings are stable on 10^5 cells; copies of all cells are not needed
+        X_counts = X_counts[rows]
     if integer:  # seurat_v3 reads the counts without changing them: no copy
         tmp = ad.AnnData(sp.csr_matrix(X_counts).astype(np.float32, copy=False))
         sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor="seurat_v3")
@@ -57,16 +66,22 @@ def highly_variable(X_counts, n_top: int, *, integer: bool, seed: int = 0) -> np
     return tmp.var["highly_variable"].to_numpy()
 
 
-MAX_FIT_CELLS = 50_000
 ARRAYS = ("mean", "std", "components", "center")
 
 
 def column_mean_std(X) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and standard deviation (ddof=1; 1 where zero) of a dense or sparse matrix."""
+    """Per-column mean and standard deviation (ddof=1; 1 where zero) of a dense or sparse matrix,
+    accumulated over row chunks so no full-size temporary is made."""
     n = X.shape[0]
-    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
-    sq = X.multiply(X) if sp.issparse(X) else np.square(X)
-    var = (np.asarray(sq.sum(axis=0), dtype=np.float64).ravel() - n * mean**2) / max(n - 1, 1)
+    total = np.zeros(X.shape[1])
+    total_sq = np.zeros(X.shape[1])
+    for start in range(0, n, ROW_CHUNK):
+        block = X[start:start + ROW_CHUNK]
+        sq = block.multiply(block) if sp.issparse(block) else np.square(block, dtype=np.float64)
+        total += np.asarray(block.sum(axis=0, dtype=np.float64)).ravel()
+        total_sq += np.asarray(sq.sum(axis=0, dtype=np.float64)).ravel()
+    mean = total / max(n, 1)
+    var = (total_sq - n * mean**2) / max(n - 1, 1)
     std = np.sqrt(np.maximum(var, 0))
     return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
 

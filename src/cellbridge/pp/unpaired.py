@@ -59,7 +59,8 @@ class ModalityData:
         t = self.transform
         weights = (components / t.std[cols]).T
         offset = (t.mean[cols] / t.std[cols] + center) @ components.T
-        return np.asarray(self.normalized[:, cols] @ weights - offset, dtype=np.float32)
+        X = self.normalized if np.array_equal(cols, np.arange(self.normalized.shape[1])) else self.normalized[:, cols]
+        return np.asarray(X @ weights - offset, dtype=np.float32)
 
 
 @dataclass
