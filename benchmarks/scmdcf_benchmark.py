@@ -6,7 +6,11 @@ Each (dataset, method, K-mode) runs in its own subprocess so wall time and peak 
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/scmdcf_benchmark.py [--jobs 2] [--datasets a,b] [--methods m,n]
-    python benchmarks/scmdcf_benchmark.py --worker DATASET METHOD KMODE [--set key=value ...]
+        [--kmodes true,estimated] [--seeds 0,1,2] [--merge] [--note TEXT]
+    python benchmarks/scmdcf_benchmark.py --worker DATASET METHOD KMODE [--seed S] [--save-z z.npy]
+        [--set key=value ...]
+
+With several seeds the summary gives each method's mean over the seeds it was run with.
 """
 
 from __future__ import annotations
@@ -140,15 +144,20 @@ def run_baseline(method: str, rna, other, k_true: int | None, seed: int = 0):
     return KMeans(k, n_init=20, random_state=seed).fit_predict(emb), k, prna
 
 
-def run_scmdcf(preset: str, rna, other, k_true: int | None, overrides: dict, seed: int = 0):
+def run_scmdcf(preset: str, rna, other, k_true: int | None, overrides: dict, seed: int = 0,
+               save_z: str | None = None):
+    """Train scMDCF; returns ``(labels, K used, prepared RNA)``; ``save_z`` writes ``z`` (.npy)."""
     import cellbridge as cb
 
     model = cb.scMDCF(rna, other, n_clusters=k_true, preset=preset, seed=seed, accelerator="cpu",
                       **overrides).train(progress=False)
+    if save_z:
+        np.save(save_z, model.get_latent())
     return model.predict_clusters(), model.n_clusters_, model.rna
 
 
-def worker(dataset: str, method: str, kmode: str, overrides: dict) -> dict:
+def worker(dataset: str, method: str, kmode: str, overrides: dict, seed: int = 0,
+           save_z: str | None = None) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -159,17 +168,17 @@ def worker(dataset: str, method: str, kmode: str, overrides: dict) -> dict:
     if method in VARIANTS:
         preset, extra = VARIANTS[method]
         overrides = {**extra, **overrides}
-        lab, k, prna = run_scmdcf(preset, rna, other, k_arg, overrides)
+        lab, k, prna = run_scmdcf(preset, rna, other, k_arg, overrides, seed, save_z)
     elif method.startswith("scmdcf_"):
-        lab, k, prna = run_scmdcf(method.split("_", 1)[1], rna, other, k_arg, overrides)
+        lab, k, prna = run_scmdcf(method.split("_", 1)[1], rna, other, k_arg, overrides, seed, save_z)
     else:
-        lab, k, prna = run_baseline(method, rna, other, k_arg)
+        lab, k, prna = run_baseline(method, rna, other, k_arg, seed)
     wall = time.perf_counter() - t0
     scores = evaluate_labels(prna, label_key, lab)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"dataset": dataset, "method": method, "k_mode": kmode, "k_true": k_true, "k_used": int(k),
             "n_cells": int(prna.n_obs), "wall_s": round(wall, 2), "peak_rss_mb": round(peak_mb, 1),
-            "overrides": overrides, **{m: round(float(v), 4) for m, v in scores.items()}}
+            "overrides": overrides, "seed": seed, **{m: round(float(v), 4) for m, v in scores.items()}}
 
 
 def _parse_set(items: list[str]) -> dict:
@@ -184,38 +193,57 @@ def _parse_set(items: list[str]) -> dict:
 
 
 def _spawn(task) -> dict:
-    dataset, method, kmode, sets = task
-    cmd = [sys.executable, __file__, "--worker", dataset, method, kmode]
+    dataset, method, kmode, sets, seed = task
+    cmd = [sys.executable, __file__, "--worker", dataset, method, kmode, "--seed", str(seed)]
     for s in sets:
         cmd += ["--set", s]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode:
-        return {"dataset": dataset, "method": method, "k_mode": kmode, "error": proc.stderr[-2000:]}
+        return {"dataset": dataset, "method": method, "k_mode": kmode, "seed": seed,
+                "error": proc.stderr[-2000:]}
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     print(json.dumps(res), flush=True)
     return res
 
 
+def _row_key(r: dict) -> tuple:
+    """(dataset, method, K mode, seed) identifying a result row (rows without a seed: seed 0)."""
+    return r["dataset"], r["method"], r["k_mode"], r.get("seed", 0)
+
+
+def _mean_rows(rows: list[dict]) -> dict[tuple, dict]:
+    """Per (dataset, method): the first row with NMI/ARI replaced by their mean over seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["method"]), []).append(r)
+    return {key: {**grp[0], "NMI": float(np.mean([r["NMI"] for r in grp])),
+                  "ARI": float(np.mean([r["ARI"] for r in grp])), "n_seeds": len(grp)}
+            for key, grp in groups.items()}
+
+
 def _sorted(rows: list[dict]) -> list[dict]:
     order = {d: i for i, d in enumerate(DATASETS)}
     return sorted(rows, key=lambda r: (order.get(r["dataset"], 99), METHODS.index(r["method"])
-                                       if r["method"] in METHODS else 99, r["k_mode"] != "true"))
+                                       if r["method"] in METHODS else 99, r["k_mode"] != "true",
+                                       r.get("seed", 0)))
 
 
 def write_markdown(rows: list[dict], meta: dict, path: Path) -> None:
     rows = _sorted(rows)
     lines = ["# scMDCF benchmark", "", f"- command: `{meta['command']}`", f"- git commit: `{meta['commit']}`",
-             f"- machine: {meta['machine']}", f"- seeds: {meta['seed']} (weights, batches, KMeans, Leiden)",
+             f"- machine: {meta['machine']}", f"- seeds: {meta['seed']} (weights, batches, KMeans, Leiden; the seed column gives each row's)",
              *([f"- note: {meta['note']}"] if meta.get("note") else []), "",
-             "| dataset | method | K mode | K used / true | NMI | ARI | AMI | wall s | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| dataset | method | K mode | seed | K used / true | NMI | ARI | AMI | wall s | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
             why = r["error"].strip().splitlines()[-1][:90] if r["error"].strip() else "error"
-            lines.append(f"| {r['dataset']} | {r['method']} | {r['k_mode']} | {why} | | | | | |")
+            lines.append(f"| {r['dataset']} | {r['method']} | {r['k_mode']} | {r.get('seed', 0)} | {why} "
+                         "| | | | | |")
             continue
-        lines.append(f"| {r['dataset']} | {r['method']} | {r['k_mode']} | {r['k_used']}/{r['k_true']} | "
+        lines.append(f"| {r['dataset']} | {r['method']} | {r['k_mode']} | {r.get('seed', 0)} | "
+                     f"{r['k_used']}/{r['k_true']} | "
                      f"{r['NMI']:.3f} | {r['ARI']:.3f} | {r['AMI']:.3f} | {r['wall_s']:.1f} | "
                      f"{r['peak_rss_mb']:.0f} |")
     lines += ["", *summary_lines(rows)]
@@ -226,7 +254,8 @@ def _cell(sub: dict, method: str) -> str:
     if method not in sub:
         return "n/a"
     r = sub[method]
-    return f"{r['NMI']:.3f} / {r['ARI']:.3f}" + (" (= reference config, not re-run)" if r.get("note") else "")
+    seeds = f" (mean of {r['n_seeds']} seeds)" if r.get("n_seeds", 1) > 1 else ""
+    return f"{r['NMI']:.3f} / {r['ARI']:.3f}" + seeds
 
 
 def summary_lines(rows: list[dict]) -> list[str]:
@@ -234,18 +263,15 @@ def summary_lines(rows: list[dict]) -> list[str]:
     header = ("| dataset | reference NMI / ARI | default NMI / ARI | best baseline NMI (method) | "
               "best baseline ARI (method) |")
     out = ["## Summary (true K)", "", header, "|---|---|---|---|---|"]
-    ok = [r for r in rows if "error" not in r and r["k_mode"] == "true"]
+    ok = list(_mean_rows([r for r in rows if "error" not in r and r["k_mode"] == "true"]).values())
     for ds in dict.fromkeys(r["dataset"] for r in ok):
         sub = {r["method"]: r for r in ok if r["dataset"] == ds}
         base = [r for m, r in sub.items() if not m.startswith("scmdcf")]
-        ref = sub.get("scmdcf_reference")
-        if "scmdcf_default" not in sub and ref and ref["n_cells"] <= 20000:  # same config there
-            sub["scmdcf_default"] = {**ref, "note": "same"}
         bn = max(base, key=lambda r: r["NMI"], default=None)
         ba = max(base, key=lambda r: r["ARI"], default=None)
         best = f"{bn['NMI']:.3f} ({bn['method']}) | {ba['ARI']:.3f} ({ba['method']}) |" if bn else "n/a | n/a |"
         out.append(f"| {ds} | {_cell(sub, 'scmdcf_reference')} | {_cell(sub, 'scmdcf_default')} | {best}")
-    variants = [f"{r['dataset']} {r['method']} {r['NMI']:.3f} / {r['ARI']:.3f}" for r in ok
+    variants = [f"{r['dataset']} {r['method']} {_cell({r['method']: r}, r['method'])}" for r in ok
                 if r["method"] in VARIANTS]
     out += ["", "Option bundles (true K): " + "; ".join(variants)]
     return out
@@ -259,20 +285,24 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--kmodes", default="true,estimated")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds (rows per seed)")
+    ap.add_argument("--seed", type=int, default=0, help="worker seed")
+    ap.add_argument("--save-z", default=None, help="worker: write the scMDCF embedding to this .npy")
     ap.add_argument("--out", default="scmdcf")
     ap.add_argument("--merge", action="store_true",
                     help="keep rows of an existing results file that this run does not redo")
     ap.add_argument("--report", action="store_true", help="only rewrite the .md from the .json")
+    ap.add_argument("--note", default=None, help="note written into the results' meta")
     args = ap.parse_args()
     if args.report:
         data = json.loads((RESULTS / f"{args.out}.json").read_text())
         write_markdown(data["results"], data["meta"], RESULTS / f"{args.out}.md")
         return
     if args.worker:
-        print(json.dumps(worker(*args.worker, _parse_set(args.set))))
+        print(json.dumps(worker(*args.worker, _parse_set(args.set), args.seed, args.save_z)))
         return
-    tasks = [(d, m, k, args.set) for d in args.datasets.split(",") for m in args.methods.split(",")
-             for k in args.kmodes.split(",")
+    tasks = [(d, m, k, args.set, int(s)) for d in args.datasets.split(",") for m in args.methods.split(",")
+             for k in args.kmodes.split(",") for s in args.seeds.split(",")
              if "lsi" not in m or d in ATAC_DATASETS]
     tasks.sort(key=lambda t: (t[0] != "mop_snare", not t[1].startswith("scmdcf")))  # longest first
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -281,14 +311,15 @@ def main() -> None:
                             check=False).stdout.strip()
     meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit or "unknown",
             "machine": f"{os.cpu_count()} CPU cores shared with other jobs, {args.jobs} workers x 1 thread, CPU only",
-            "seed": 0}
+            "seed": args.seeds, **({"note": args.note} if args.note else {})}
     RESULTS.mkdir(parents=True, exist_ok=True)
     old = RESULTS / f"{args.out}.json"
     if args.merge and old.exists():
         prev = json.loads(old.read_text())
-        done = {(r["dataset"], r["method"], r["k_mode"]) for r in rows}
-        rows = [r for r in prev["results"] if (r["dataset"], r["method"], r["k_mode"]) not in done] + rows
+        done = {_row_key(r) for r in rows}
+        rows = [r for r in prev["results"] if _row_key(r) not in done] + rows
         meta["command"] = prev["meta"]["command"] + " ; then " + meta["command"]
+        meta.setdefault("note", prev["meta"].get("note"))
     order = {d: i for i, d in enumerate(DATASETS)}
     rows.sort(key=lambda r: (order.get(r["dataset"], 99), METHODS.index(r["method"])
                              if r["method"] in METHODS else 99, r["k_mode"] != "true"))

@@ -102,6 +102,32 @@ def test_query_mapping_held_out_cells_land_with_their_type():
     assert np.mean(np.asarray(pred) == query.obs["cell_type"].to_numpy()) > 0.8
 
 
+def test_backed_inputs_give_the_in_memory_results(tmp_path, monkeypatch):
+    """Backed AnnData: training reads it into memory; query mapping reads it in row blocks."""
+    import cellbridge._validate as validate
+
+    sim = cb.datasets.simulate_multiome(500, n_genes=200, n_types=4, seed=6)["rna"]
+    ref_a, ref_b, query = sim[:200].copy(), sim[200:400].copy(), sim[400:].copy()
+    query.write_h5ad(tmp_path / "query.h5ad")
+    ref_a.write_h5ad(tmp_path / "ref_a.h5ad")
+    backed_query = ad.read_h5ad(tmp_path / "query.h5ad", backed="r")
+    backed_a = ad.read_h5ad(tmp_path / "ref_a.h5ad", backed="r")
+    kwargs = dict(modality="atac", k_mnn=20, n_pcs=20, n_profile=64, seed=1)
+    model = cb.BiCLUM(ref_b, backed_a, **kwargs)
+    model.train(max_epochs=2, progress=False)
+    in_memory = cb.BiCLUM(ref_b, ref_a, **kwargs)
+    in_memory.train(max_epochs=2, progress=False)
+    np.testing.assert_array_equal(model.get_latent(ref_b), in_memory.get_latent(ref_b))
+    monkeypatch.setattr(cb.models.biclum, "ROW_CHUNK", 37)  # several blocks read from the file
+    np.testing.assert_allclose(model.get_latent(backed_query, "rna"), model.get_latent(query, "rna"), rtol=1e-5, atol=1e-6)
+    assert validate.is_backed(backed_query.X) and not validate.is_backed(query.X)
+    bad = query.copy()
+    bad.X = bad.X * 0.5
+    bad.write_h5ad(tmp_path / "bad.h5ad")
+    with pytest.raises(CellBridgeInputError, match="non-integer"):
+        validate.check_counts(ad.read_h5ad(tmp_path / "bad.h5ad", backed="r").X)
+
+
 def test_bad_inputs(split_rna):
     a, b = split_rna
     renamed = a.copy()

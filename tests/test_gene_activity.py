@@ -113,6 +113,20 @@ def test_result_writes_to_h5ad(tmp_path):
     np.testing.assert_array_equal(back.X.toarray(), EXPECTED_SIGNAC)
 
 
+@pytest.mark.parametrize("kind", ["dense", "csr"])
+def test_backed_peak_matrix_read_in_row_blocks(tmp_path, monkeypatch, kind):
+    import functools
+
+    import cellbridge.pp.atac as atac_module
+    from cellbridge._validate import row_blocks
+
+    make_atac(kind=kind).write_h5ad(tmp_path / "atac.h5ad")
+    backed = ad.read_h5ad(tmp_path / "atac.h5ad", backed="r")
+    monkeypatch.setattr(atac_module, "row_blocks", functools.partial(row_blocks, rows=2))  # 2 blocks
+    out = gene_activity(backed, ANN, upstream=100)
+    np.testing.assert_array_equal(out.X.toarray(), EXPECTED_SIGNAC)
+
+
 def test_non_integer_counts_point_to_layer():
     atac = make_atac(kind="dense")
     atac.X = atac.X * 0.5

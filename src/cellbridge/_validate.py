@@ -25,27 +25,39 @@ def get_matrix(adata: AnnData, layer: str | None = None, *, name: str = "adata")
     return adata.layers[layer]
 
 
-def _values(X) -> np.ndarray:
-    """The stored values of a dense or sparse matrix (no densifying)."""
-    if sp.issparse(X):
-        return X.data
-    return np.asarray(X).ravel()
+def is_backed(X) -> bool:
+    """True for a matrix stored on disk (anndata backed mode: h5py dataset or sparse dataset)."""
+    return not isinstance(X, np.ndarray) and not sp.issparse(X) and hasattr(X, "shape")
+
+
+def row_blocks(X, rows: int = 100_000):
+    """In-memory blocks of ``rows`` rows of a dense, sparse or backed matrix (a backed file is
+    read one block at a time)."""
+    for start in range(0, X.shape[0], rows):
+        block = X[start:start + rows]
+        yield block if sp.issparse(block) else np.asarray(block)
+
+
+def to_memory(X):
+    """``X`` itself when in memory; the whole matrix read from disk when backed."""
+    if not is_backed(X):
+        return X
+    return X.to_memory() if hasattr(X, "to_memory") else np.asarray(X[:])
 
 
 _CHUNK = 1 << 24  # values checked at a time: temporaries stay small on large matrices
 
 
-def _chunks(values: np.ndarray):
-    for start in range(0, values.size, _CHUNK):
-        yield values[start:start + _CHUNK]
+def _value_chunks(X):
+    """The stored values of a dense, sparse or backed matrix, in chunks (no densifying)."""
+    for block in row_blocks(X) if is_backed(X) else [X]:
+        values = block.data if sp.issparse(block) else np.asarray(block).ravel()
+        for start in range(0, values.size, _CHUNK):
+            yield values[start:start + _CHUNK]
 
 
-def _count_nonfinite(values: np.ndarray) -> int:
-    return sum(int(np.count_nonzero(~np.isfinite(c))) for c in _chunks(values))
-
-
-def _first_non_integer(values: np.ndarray) -> float | None:
-    for c in _chunks(values):
+def _first_non_integer(X) -> float | None:
+    for c in _value_chunks(X):
         bad = c[np.abs(c - np.round(c)) > 1e-6]
         if bad.size:
             return float(bad[0])
@@ -71,7 +83,7 @@ def check_unique_names(adata: AnnData, name: str = "adata") -> None:
 
 
 def check_finite(X, name: str = "adata.X") -> None:
-    n_bad = _count_nonfinite(_values(X))
+    n_bad = sum(int(np.count_nonzero(~np.isfinite(c))) for c in _value_chunks(X))
     if n_bad:
         raise CellBridgeInputError(
             f"`{name}` contains {n_bad} NaN or infinite values; remove or impute them "
@@ -82,15 +94,13 @@ def check_finite(X, name: str = "adata.X") -> None:
 def check_counts(X, name: str = "adata.X") -> None:
     """Raise when ``X`` is not a non-negative integer-valued matrix."""
     check_finite(X, name)
-    values = _values(X)
-    if values.size == 0:
-        return
-    if values.min() < 0:
+    low = min((float(c.min()) for c in _value_chunks(X) if c.size), default=0.0)
+    if low < 0:
         raise CellBridgeInputError(
-            f"`{name}` has negative values (min {values.min():.3g}); raw counts are required — "
+            f"`{name}` has negative values (min {low:.3g}); raw counts are required — "
             'pass `layer="counts"` if the counts are stored there.'
         )
-    frac = _first_non_integer(values)
+    frac = _first_non_integer(X)
     if frac is not None:
         raise CellBridgeInputError(
             f"`{name}` holds non-integer values (e.g. {frac:.3g}); raw counts are required — "
@@ -99,11 +109,14 @@ def check_counts(X, name: str = "adata.X") -> None:
 
 
 def is_integer_matrix(X) -> bool:
-    return _first_non_integer(_values(X)) is None
+    return _first_non_integer(X) is None
 
 
-def check_modality(adata: AnnData, name: str, *, layer: str | None = None, counts: bool = False):
-    """Run the common checks on one modality and return its matrix."""
+def check_modality(
+    adata: AnnData, name: str, *, layer: str | None = None, counts: bool = False, in_memory: bool = True
+):
+    """Run the common checks on one modality and return its matrix; a backed matrix is read into
+    memory unless ``in_memory=False`` (for callers that read it in row blocks)."""
     if not isinstance(adata, AnnData):
         raise CellBridgeInputError(f"`{name}` must be an AnnData, got {type(adata).__name__}.")
     check_nonempty(adata, name)
@@ -114,7 +127,7 @@ def check_modality(adata: AnnData, name: str, *, layer: str | None = None, count
         check_counts(X, where)
     else:
         check_finite(X, where)
-    return X
+    return to_memory(X) if in_memory else X
 
 
 def check_label_column(adata: AnnData, key: str, name: str = "adata") -> None:

@@ -14,6 +14,10 @@ from the whole batch:
 
 Launch with :func:`train_distributed` (spawns local processes) or run a script that calls it under
 ``torchrun --nproc_per_node=N script.py``.
+
+The collectives, :func:`sync_batchnorm`, :class:`StepModule`, :func:`mean_over_ranks` and the
+launcher :func:`launch` are model-agnostic and also used by
+:mod:`cellbridge.models.scmdcf_distributed`.
 """
 
 from __future__ import annotations
@@ -99,6 +103,18 @@ def gather_rows(x: torch.Tensor) -> torch.Tensor:
     return _GatherRows.apply(x)
 
 
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """``Σ_ranks x`` on every rank (autograd-aware: each rank's ``x`` gets the summed gradient)."""
+    return _AllReduceSum.apply(x)
+
+
+def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Mean over ranks of per-rank numbers (e.g. epoch losses), identical on every rank."""
+    buf = torch.tensor([values[k] for k in values], dtype=torch.float64, device=device)
+    dist.all_reduce(buf)
+    return dict(zip(values, (buf / dist.get_world_size()).tolist()))
+
+
 class AllReduceBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm1d whose training statistics are those of the batch summed over all ranks.
 
@@ -157,16 +173,20 @@ def local_slice(n: int, rank: int, world_size: int) -> slice:
     return slice(rank * size, (rank + 1) * size)
 
 
-class _StepModule(nn.Module):
-    """Gives DDP a ``forward``: one training step's loss terms computed with ``module``."""
+class StepModule(nn.Module):
+    """Gives DDP a ``forward``: one training step's loss terms computed with ``module``.
 
-    def __init__(self, module: BiCLUMModule, step: Callable[..., dict[str, torch.Tensor]]):
+    DDP's gradient hooks need the step (forward and losses) to run inside its ``forward``;
+    ``module``'s parameters are this wrapper's parameters.
+    """
+
+    def __init__(self, module: nn.Module, step: Callable[..., dict[str, torch.Tensor]]):
         super().__init__()
         self.module = module
         self._step_fn = step
 
-    def forward(self, other_cells: np.ndarray, rna_cells: np.ndarray, has_partner: np.ndarray):
-        return self._step_fn(other_cells, rna_cells, has_partner)
+    def forward(self, *args):
+        return self._step_fn(*args)
 
 
 class DistributedBiCLUMTrainer(BiCLUMTrainer):
@@ -196,7 +216,7 @@ class DistributedBiCLUMTrainer(BiCLUMTrainer):
         # local BatchNorm statistics already are the global ones.
         module.cell_encoders = sync_batchnorm(module.cell_encoders, device)
         super().__init__(module, data, sampler, config)
-        wrapper = _StepModule(module, super()._step)
+        wrapper = StepModule(module, super()._step)
         self.ddp = DistributedDataParallel(wrapper, device_ids=[device.index] if device.type == "cuda" else None)
 
     def fit(self, progress: bool = True) -> History:
@@ -228,9 +248,7 @@ class DistributedBiCLUMTrainer(BiCLUMTrainer):
         return bool(flag.item())
 
     def _mean_over_ranks(self, terms: dict[str, float]) -> dict[str, float]:
-        values = torch.tensor([terms[k] for k in terms], dtype=torch.float64, device=self.device)
-        dist.all_reduce(values)
-        return dict(zip(terms, (values / self.world_size).tolist()))
+        return mean_over_ranks(terms, self.device)
 
 
 def _check_split(n_anchors: int, batch_size: int, world_size: int) -> None:
@@ -314,10 +332,8 @@ def train_distributed(
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     world_size = _resolve_world_size(world_size, torchrun)
     _check_split(len(job.inputs.sampler()), job.config.batch_size, world_size)
-    if torchrun:
-        result = _train_under_torchrun(job, backend, init_method)
-    else:
-        result = _spawn(job, world_size, backend, init_method, threads_per_process)
+    result = launch(_train_rank, job, world_size=world_size, backend=backend, init_method=init_method,
+                    threads_per_process=threads_per_process)
     model.module.load_state_dict(result["state"])
     model.history = result["history"]
     model.train_config = asdict(job.config)
@@ -333,22 +349,45 @@ def _make_job(model: BiCLUM, train_kwargs: dict) -> _Job:
     return _Job(copy.deepcopy(model.module).cpu(), config, model._train_inputs(), progress)
 
 
-def _train_rank(job: _Job, device: torch.device) -> tuple[History, dict[str, torch.Tensor]]:
+def _train_rank(job: _Job, device: torch.device) -> dict:
     """Train this process's copy of the module inside an initialised process group."""
     set_seed(job.config.seed + dist.get_rank())  # torch RNG (dropout) only; anchors use the shared seed
     # A private copy: tensors handed over by torch.multiprocessing live in memory shared by all workers.
     module = copy.deepcopy(job.module).to(device)
     trainer = DistributedBiCLUMTrainer(module, job.inputs.to_device(device), job.inputs.sampler(), job.config)
     history = trainer.fit(progress=job.progress)
-    return history, {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    return {"history": history, "state": cpu_state(module)}
+
+
+def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module``'s state dict, detached, on the CPU."""
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+RankFn = Callable[[object, torch.device], dict]
+"""``train_rank(job, device) -> result``: one process's training inside an initialised group."""
+
+
+def launch(train_rank: RankFn, job: object, *, world_size: int, backend: str = "gloo",
+           init_method: str | None = None, threads_per_process: int = 1) -> dict:
+    """Run ``train_rank(job, device)`` in every process of a data-parallel group; rank 0's result.
+
+    Under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) this process is one rank and returns its own
+    result; otherwise ``world_size`` processes are spawned (start method spawn). ``train_rank``
+    must be a module-level function (it is pickled); tensors in ``job`` travel in shared memory.
+    """
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return _train_under_torchrun(train_rank, job, backend, init_method)
+    return _spawn(train_rank, job, world_size, backend, init_method, threads_per_process)
 
 
 def _device(backend: str, local_rank: int) -> torch.device:
     return torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
 
 
-def _worker(rank: int, world_size: int, backend: str, init_method: str, job: _Job, threads: int, out: str) -> None:
-    """Entry point of a spawned process; rank 0 writes history and weights to ``out``."""
+def _worker(rank: int, train_rank: RankFn, world_size: int, backend: str, init_method: str, job: object,
+            threads: int, out: str) -> None:
+    """Entry point of a spawned process; rank 0 writes its result (history, weights) to ``out``."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
     device = _device(backend, rank)
@@ -356,18 +395,20 @@ def _worker(rank: int, world_size: int, backend: str, init_method: str, job: _Jo
         torch.cuda.set_device(device)
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
     try:
-        history, state = _train_rank(job, device)
+        result = train_rank(job, device)
         if rank == 0:
-            torch.save({"history": history, "state": state}, out)
+            torch.save(result, out)
+        dist.barrier()  # no rank tears the group down while another still uses it
     finally:
         dist.destroy_process_group()
 
 
-def _spawn(job: _Job, world_size: int, backend: str, init_method: str | None, threads: int) -> dict:
+def _spawn(train_rank: RankFn, job: object, world_size: int, backend: str, init_method: str | None,
+           threads: int) -> dict:
     init_method = init_method or f"tcp://127.0.0.1:{_free_port()}"
     with tempfile.TemporaryDirectory(prefix="cellbridge-ddp-") as tmp:
         out = os.path.join(tmp, "result.pt")
-        mp.spawn(_worker, args=(world_size, backend, init_method, job, threads, out),
+        mp.spawn(_worker, args=(train_rank, world_size, backend, init_method, job, threads, out),
                  nprocs=world_size, join=True, start_method="spawn")
         return torch.load(out, weights_only=True)
 
@@ -383,7 +424,7 @@ def _resolve_world_size(world_size: int | None, torchrun: bool) -> int:
     return world_size
 
 
-def _train_under_torchrun(job: _Job, backend: str, init_method: str | None) -> dict:
+def _train_under_torchrun(train_rank: RankFn, job: object, backend: str, init_method: str | None) -> dict:
     """This process is one of ``torchrun``'s: join (or reuse) its process group and train."""
     device = _device(backend, int(os.environ.get("LOCAL_RANK", 0)))
     if device.type == "cuda":
@@ -392,11 +433,10 @@ def _train_under_torchrun(job: _Job, backend: str, init_method: str | None) -> d
     if owns_group:
         dist.init_process_group(backend, init_method=init_method or "env://")
     try:
-        history, state = _train_rank(job, device)
+        return train_rank(job, device)
     finally:
         if owns_group:
             dist.destroy_process_group()
-    return {"history": history, "state": state}
 
 
 def _free_port() -> int:

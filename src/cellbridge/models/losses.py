@@ -7,6 +7,7 @@ Other models add their own clearly named functions below.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import torch
 
@@ -17,7 +18,8 @@ import torch
 _EPS = sys.float_info.epsilon
 
 
-def joint_code_distribution(codes_a: torch.Tensor, codes_b: torch.Tensor) -> torch.Tensor:
+def joint_code_distribution(codes_a: torch.Tensor, codes_b: torch.Tensor,
+                            reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Symmetrised joint distribution of two soft codes.
 
     ``P = Σ_n a_nᵀ b_n`` (``k x k``), then ``(P + Pᵀ)/2``, normalised to sum 1.
@@ -26,16 +28,22 @@ def joint_code_distribution(codes_a: torch.Tensor, codes_b: torch.Tensor) -> tor
     ----------
     codes_a, codes_b
         ``(n, k)`` rows of probabilities (softmax outputs) for the same ``n`` cells.
+    reduce
+        Applied to the raw sum ``Σ_n a_nᵀ b_n`` before symmetrising, e.g. an autograd-aware
+        all-reduce so that ``n`` runs over the cells of every data-parallel process.
     """
     if codes_a.shape != codes_b.shape:
         raise ValueError(f"codes must have the same shape, got {tuple(codes_a.shape)} and {tuple(codes_b.shape)}")
     p = codes_a.T @ codes_b
+    if reduce is not None:
+        p = reduce(p)
     p = (p + p.T) / 2
     return p / p.sum()
 
 
 def mutual_information_loss(
-    codes_a: torch.Tensor, codes_b: torch.Tensor, lamb: float = 1.0, eps: float = _EPS
+    codes_a: torch.Tensor, codes_b: torch.Tensor, lamb: float = 1.0, eps: float = _EPS,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """scMDCF cross-modal contrastive loss ``−I(A;B) − λ·[H(A) + H(B)]``.
 
@@ -49,8 +57,10 @@ def mutual_information_loss(
         ``(n, k)`` soft assignments (rows sum to 1) of the same cells in two modalities.
     lamb
         Weight λ of the entropy terms (10 for ATAC, 0.5 for ADT in the reference).
+    reduce
+        See :func:`joint_code_distribution` (data-parallel training).
     """
-    p = joint_code_distribution(codes_a, codes_b)
+    p = joint_code_distribution(codes_a, codes_b, reduce)
     k = p.shape[0]
     p_i = p.sum(dim=1, keepdim=True).expand(k, k)
     p_j = p.sum(dim=0, keepdim=True).expand(k, k)
@@ -65,9 +75,17 @@ def dec_soft_assignment(z: torch.Tensor, centers: torch.Tensor, alpha: float = 1
     return q / q.sum(dim=1, keepdim=True)
 
 
-def dec_target_distribution(q: torch.Tensor) -> torch.Tensor:
-    """DEC target ``p_ij ∝ q_ij² / Σ_i q_ij`` (rows sum to 1). Gradient flows unless ``q`` is detached."""
-    weight = q.pow(2) / q.sum(dim=0, keepdim=True)
+def dec_target_distribution(q: torch.Tensor,
+                            reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """DEC target ``p_ij ∝ q_ij² / f_j`` with ``f_j = Σ_i q_ij`` (rows sum to 1).
+
+    Gradient flows unless ``q`` is detached. ``reduce`` is applied to the cluster frequencies
+    ``f`` (``(1, K)``), e.g. an autograd-aware all-reduce so that ``i`` runs over the cells of
+    every data-parallel process.
+    """
+    square = q.pow(2)  # before the sum: autograd then accumulates in the same order as q²/Σq
+    freq = q.sum(dim=0, keepdim=True)
+    weight = square / (freq if reduce is None else reduce(freq))
     return weight / weight.sum(dim=1, keepdim=True)
 
 

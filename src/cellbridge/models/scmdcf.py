@@ -25,6 +25,7 @@ import torch
 from .._errors import CellBridgeInputError
 from ..pp.paired import infer_modality, prepare_paired, split_mudata
 from . import scmdcf_module as M
+from ._scmdcf_data import PairedBatches, sparse_threshold
 from .scmdcf_presets import effective_batch_size, resolve_hyperparams
 from .training import load_model_dir, save_model_dir, select_device, set_seed
 
@@ -55,11 +56,116 @@ def leiden_membership(graph, resolution: float = 1.0, seed: int = 0) -> np.ndarr
     return np.asarray(part.membership)
 
 
+def leiden_n_clusters(z: np.ndarray, n_clusters: int, *, n_neighbors: int = 15, seed: int = 0,
+                      max_steps: int = 12) -> np.ndarray:
+    """Leiden labels on the kNN graph of ``z`` with the resolution bisected to give ``n_clusters``.
+
+    Parameters
+    ----------
+    z
+        Embedding (cells x dims).
+    n_clusters
+        Wanted number of communities.
+    n_neighbors, seed
+        kNN graph size and Leiden seed.
+    max_steps
+        Bisection steps over resolutions in [0.01, 5]; the closest count found is returned when
+        ``n_clusters`` is never hit exactly.
+
+    Returns
+    -------
+    Labels ``0..k-1`` (cells,).
+    """
+    graph = knn_igraph(z, n_neighbors)
+    lo, hi, best = 0.01, 5.0, None
+    for _ in range(max_steps):
+        mid = (lo + hi) / 2
+        labels = leiden_membership(graph, mid, seed)
+        n = len(np.unique(labels))
+        if best is None or abs(n - n_clusters) < abs(len(np.unique(best)) - n_clusters):
+            best = labels
+        if n == n_clusters:
+            break
+        lo, hi = (mid, hi) if n < n_clusters else (lo, mid)
+    return best
+
+
 def estimate_n_clusters(z: np.ndarray, *, resolution: float = 1.0, n_neighbors: int = 15,
                         seed: int = 0) -> int:
     """Number of Leiden communities on the kNN graph of ``z`` (at least 2)."""
     labels = leiden_membership(knn_igraph(z, n_neighbors), resolution, seed)
     return max(2, len(np.unique(labels)))
+
+
+def _unit_pcs(x: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Leading principal components of ``x`` scaled to total variance 1."""
+    from sklearn.decomposition import PCA
+
+    n = max(1, min(n, x.shape[1], x.shape[0] - 1))
+    pcs = PCA(n_components=n, random_state=seed).fit_transform(np.asarray(x, dtype=np.float64))
+    return pcs / max(np.sqrt(pcs.var(axis=0).sum()), 1e-12)
+
+
+def modality_agreement_weights(x_rna: np.ndarray, x_other: np.ndarray, n_clusters: int | None = None,
+                               *, n_pcs: int = 20, max_cells: int = 20000,
+                               seed: int = 0) -> tuple[float, float]:
+    """Label-free informativeness weight of each modality, in (0, 1], the larger being 1.
+
+    Each modality's leading PCs are scaled to total variance 1 and concatenated; KMeans (K =
+    ``n_clusters``, 10 when None) is run on each modality and on the concatenation. A modality's
+    score is the NMI between its own clustering and the joint one: a modality with cell-type
+    structure shapes the joint clustering, one that is mostly noise does not. Weights are the
+    scores divided by the larger score. Above ``max_cells`` cells a seeded sample is used; sparse
+    inputs are densified on that sample.
+
+    Returns
+    -------
+    ``(w_rna, w_other)``.
+    """
+    import scipy.sparse as sp
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    k = int(n_clusters or 10)
+    n = x_rna.shape[0]
+    rows = np.sort(np.random.default_rng(seed).choice(n, max_cells, replace=False)) if n > max_cells \
+        else np.arange(n)
+    dense = [x[rows].toarray() if sp.issparse(x) else np.asarray(x[rows]) for x in (x_rna, x_other)]
+    reps = [_unit_pcs(x, n_pcs, seed) for x in dense]
+    labels = [KMeans(k, n_init=5, random_state=seed).fit_predict(r)
+              for r in (*reps, np.hstack(reps))]
+    scores = np.array([max(nmi(labels[i], labels[2]), 1e-3) for i in (0, 1)])
+    w = scores / scores.max()
+    return float(w[0]), float(w[1])
+
+
+def fit_module(module: M.ScMDCFModule, source: PairedBatches, cfg: dict[str, Any],
+               n_clusters: int | None, seed: int, progress: bool = True,
+               group: M.LocalGroup = M.LOCAL) -> dict[str, Any]:
+    """Pre-train, initialise the centroids (estimating K when None), fine-tune (METHODS §2.4).
+
+    The whole of :meth:`scMDCF.train`, run by one process or by every process of a data-parallel
+    ``group`` (Leiden and KMeans then run on rank 0, their results are broadcast).
+
+    Returns
+    -------
+    ``{"history": per-epoch loss terms of both phases, "n_clusters": K used}``.
+    """
+    set_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    history = M.pretrain(module, source, cfg, gen, progress, group)
+    z = M.embed(module, source, group=group).cpu().numpy()
+    if n_clusters is None:
+        k = estimate_n_clusters(z, resolution=cfg["leiden_resolution"], seed=seed) if group.rank == 0 else 0
+        n_clusters = int(group.broadcast(torch.tensor([k], device=_module_device(module))).item())
+    M.init_centers(module, z, n_clusters, seed, cfg["n_init"], group)
+    history += M.finetune(module, source, cfg, gen, progress, group)
+    return {"history": history, "n_clusters": n_clusters}
+
+
+def _module_device(module: torch.nn.Module) -> torch.device:
+    """Device of ``module``'s parameters."""
+    return next(module.parameters()).device
 
 
 class scMDCF:  # the published method's name
@@ -110,10 +216,12 @@ class scMDCF:  # the published method's name
         self.hyperparams = resolve_hyperparams(preset, self.modality, hyperparams)
         self.rna, self.other = prepare_paired(
             rna_ad, other_ad, modality=self.modality, layer_rna=layer_rna, layer_other=layer_other,
-            seed=seed, **{k: self.hyperparams[k] for k in _PREP_KEYS},
+            seed=seed, sparse_above=sparse_threshold(self.hyperparams),
+            **{k: self.hyperparams[k] for k in _PREP_KEYS},
         )
         if n_clusters is not None:
             self._check_k(n_clusters)
+        self.modality_weights_ = self._apply_modality_weighting(n_clusters, seed)
         self._init = {"modality": self.modality, "n_clusters": n_clusters, "preset": preset,
                       "layer_rna": layer_rna, "layer_other": layer_other, "seed": seed,
                       "hyperparams": hyperparams}
@@ -133,6 +241,22 @@ class scMDCF:  # the published method's name
                 f"cells ({self.rna.n_obs}); pass a smaller K or None to estimate it."
             )
 
+    def _apply_modality_weighting(self, n_clusters: int | None, seed: int) -> tuple[float, float]:
+        """With ``modality_weighting="agreement"``, weights ``w`` = :func:`modality_agreement_weights`
+        raised to ``modality_weight_power`` multiply each modality's reconstruction weight in both
+        phases, and the smaller one the contrastive weight (aligning with a noise modality is
+        harmful); returns ``w`` ((1, 1) without weighting)."""
+        if self.hyperparams["modality_weighting"] == "none":
+            return 1.0, 1.0
+        w = modality_agreement_weights(self.rna.X, self.other.X, n_clusters, seed=seed)
+        w = tuple(float(v ** self.hyperparams["modality_weight_power"]) for v in w)
+        for phase in ("pretrain_weights", "finetune_weights"):
+            self.hyperparams[phase]["rec_rna"] *= w[0]
+            self.hyperparams[phase]["rec_other"] *= w[1]
+            self.hyperparams[phase]["cl"] *= min(w)
+        logger.info("scMDCF: modality weights RNA %.3f, %s %.3f", w[0], self.modality, w[1])
+        return w
+
     def _build_module(self, n_clusters: int) -> M.ScMDCFModule:
         hp = self.hyperparams
         set_seed(self.seed)
@@ -143,13 +267,17 @@ class scMDCF:  # the published method's name
             latent_activation=hp["latent_activation"],
         ).to(self.device)
 
+    def _source(self) -> PairedBatches:
+        """Batches of the prepared data (dense tensors, or sparse values scaled per batch)."""
+        return PairedBatches.from_prepared(self.rna, self.other, self.device)
+
     def _tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        to = {"dtype": torch.float32, "device": self.device}
-        return torch.as_tensor(self.rna.X, **to), torch.as_tensor(self.other.X, **to)
+        """All scaled rows as two dense tensors (small data; training uses :meth:`_source`)."""
+        return self._source().rows(slice(None))
 
     # ------------------------------------------------------------------ training
     def train(self, pretrain_epochs: int | None = None, finetune_epochs: int | None = None, *,
-              progress: bool = True) -> scMDCF:
+              progress: bool = True, world_size: int = 1, **distributed: Any) -> scMDCF:
         """Pre-train, initialise the DEC centroids by KMeans, fine-tune (METHODS §2.4).
 
         Parameters
@@ -158,26 +286,44 @@ class scMDCF:  # the published method's name
             Epochs of each phase (None: the preset's, 200 + 200).
         progress
             Show a tqdm bar with each loss term.
+        world_size
+            ``> 1`` trains data-parallel in that many processes, each on a near-equal slice of every
+            global batch (:func:`cellbridge.models.scmdcf_distributed.train_distributed`).
+        **distributed
+            ``backend``, ``init_method``, ``threads_per_process`` for ``world_size > 1``.
         """
+        if world_size > 1:
+            from .scmdcf_distributed import train_distributed
+
+            train_distributed(self, world_size=world_size, pretrain_epochs=pretrain_epochs,
+                              finetune_epochs=finetune_epochs, progress=progress, **distributed)
+            return self
+        if distributed:
+            raise CellBridgeInputError(f"{sorted(distributed)} only apply with world_size > 1.")
+        cfg = self.train_settings(pretrain_epochs, finetune_epochs)
+        result = fit_module(self.module, self._source(), cfg, self.n_clusters_, self.seed, progress)
+        self._set_trained(result, cfg)
+        return self
+
+    def train_settings(self, pretrain_epochs: int | None = None, finetune_epochs: int | None = None
+                       ) -> dict[str, Any]:
+        """The hyper-parameters of a training run (epochs overridden, batch size resolved)."""
         cfg = dict(self.hyperparams)
         cfg["pretrain_epochs"] = cfg["pretrain_epochs"] if pretrain_epochs is None else pretrain_epochs
         cfg["finetune_epochs"] = cfg["finetune_epochs"] if finetune_epochs is None else finetune_epochs
         cfg["batch_size"] = effective_batch_size(cfg, self.rna.n_obs)
-        set_seed(self.seed)
-        gen = torch.Generator().manual_seed(self.seed)
-        x_rna, x_other = self._tensors()
-        self.history_ = M.pretrain(self.module, x_rna, x_other, cfg, gen, progress)
-        z = M.embed(self.module, x_rna, x_other).cpu().numpy()
+        return cfg
+
+    def _set_trained(self, result: dict[str, Any], cfg: dict[str, Any]) -> None:
+        """Record what :func:`fit_module` returned."""
+        self.history_ = result["history"]
         if self.n_clusters_ is None:
-            self.n_clusters_ = estimate_n_clusters(z, resolution=cfg["leiden_resolution"], seed=self.seed)
+            self.n_clusters_ = int(result["n_clusters"])
             self.n_clusters_source_ = f"estimated (Leiden, resolution {cfg['leiden_resolution']})"
             logger.info("scMDCF: estimated K=%d clusters (Leiden on the pre-trained embedding)",
                         self.n_clusters_)
-        M.init_centers(self.module, z, self.n_clusters_, self.seed, cfg["n_init"])
-        self.history_ += M.finetune(self.module, x_rna, x_other, cfg, gen, progress)
         self.is_trained_ = True
         self._train_cfg = {k: cfg[k] for k in ("pretrain_epochs", "finetune_epochs", "batch_size")}
-        return self
 
     # ------------------------------------------------------------------ outputs
     def _require_trained(self) -> None:
@@ -187,11 +333,13 @@ class scMDCF:  # the published method's name
     def get_latent(self) -> np.ndarray:
         """Fused embedding ``z`` (cells x z_dim) of the prepared cells (``self.rna.obs_names``)."""
         self._require_trained()
-        return M.embed(self.module, *self._tensors()).cpu().numpy()
+        return M.embed(self.module, self._source()).cpu().numpy()
 
     def predict_clusters(self, method: str | None = None) -> np.ndarray:
-        """Cluster labels 0..K-1: ``"kmeans"`` on ``z`` (reference, n_init restarts) or ``"dec"``
-        (argmax of the soft assignment). None uses the preset's ``cluster_method``."""
+        """Cluster labels: ``"kmeans"`` on ``z`` (reference, n_init restarts), ``"leiden"`` (15-NN
+        graph of ``z``, resolution bisected to give K communities; the closest count when K is not
+        reachable) or ``"dec"`` (argmax of the soft assignment). None uses the preset's
+        ``cluster_method``."""
         self._require_trained()
         method = method or self.hyperparams["cluster_method"]
         z = self.get_latent()
@@ -200,13 +348,15 @@ class scMDCF:  # the published method's name
 
             return KMeans(self.n_clusters_, n_init=self.hyperparams["n_init"],
                           random_state=self.seed).fit_predict(z)
+        if method == "leiden":
+            return leiden_n_clusters(z, self.n_clusters_, seed=self.seed)
         if method == "dec":
             from .losses import dec_soft_assignment
 
             q = dec_soft_assignment(torch.as_tensor(z), self.module.centers.detach().cpu(),
                                     self.hyperparams["alpha"])
             return q.argmax(dim=1).numpy()
-        raise CellBridgeInputError(f'`method` must be "kmeans" or "dec", got {method!r}.')
+        raise CellBridgeInputError(f'`method` must be "kmeans", "leiden" or "dec", got {method!r}.')
 
     def write_results(self, rna=None, other=None, *, copy: bool = True, key_added: str = "scmdcf",
                       method: str | None = None):

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._errors import CellBridgeInputError
-from .._validate import check_modality
+from .._validate import check_modality, row_blocks
 from .annotation import COLUMNS, _deduplicate, read_gene_annotation, reconcile_chromosomes
 from .fragments import SegmentIndex, global_coords, stream_fragments
 
@@ -215,8 +215,8 @@ def _from_peaks(X, ann, gcode, chrom_names, atac, method, upstream, opts):
     n_used = int((np.diff(M.indptr) > 0).sum())
     if n_used == 0:
         _no_overlap_error("peaks", chrom, chrom_names)
-    Xc = sp.csr_matrix(X, dtype=np.float32)
-    A = sp.csr_matrix(Xc @ M)
+    # row blocks: a backed peak matrix is never loaded whole
+    A = sp.vstack([sp.csr_matrix(sp.csr_matrix(block, dtype=np.float32) @ M) for block in row_blocks(X)], format="csr")
     if method == "archr":
         A = _scale_rows(A, float(opts["scale_to"]))
     report = {"source": "peaks", "n_peaks": int(len(pcode)), "n_peaks_used": n_used,
@@ -395,7 +395,7 @@ def gene_activity(
     chrom_names = list(pd.unique(ann["chrom"]))
     gcode = pd.Categorical(ann["chrom"], categories=chrom_names).codes.astype(np.int64)
     if fragments is None:
-        X = check_modality(atac, "atac", layer=layer, counts=True)
+        X = check_modality(atac, "atac", layer=layer, counts=True, in_memory=False)
         A, genes, report = _from_peaks(X, ann, gcode, chrom_names, atac, method, upstream, opts)
         obs = atac.obs.copy()
     else:

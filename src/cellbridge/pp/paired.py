@@ -163,12 +163,74 @@ def _default_n_top(modality: str, n_top_rna, n_top_other) -> tuple[int, int | No
     return n_top_rna, n_top_other
 
 
-def _finish(counts, logX, mask, var: pd.DataFrame, obs: pd.DataFrame, clip, key: str) -> ad.AnnData:
+def _finish(counts, logX, mask, var: pd.DataFrame, obs: pd.DataFrame, clip, key: str,
+            lazy: bool = False) -> ad.AnnData:
     var = var.iloc[np.flatnonzero(mask)].copy()
-    out = ad.AnnData(_zscore(logX[:, mask], clip), obs=obs.copy(), var=var)
-    out.layers["counts"] = counts[:, mask].copy()
-    out.uns["cellbridge_prepare"] = {"representation": key}
+    keep_all = bool(mask.all())  # no column copy of large matrices for an identity selection
+    if lazy:
+        out = _lazy_scaled((logX if keep_all else logX[:, mask]).tocsr(), obs, var, clip)
+    else:
+        out = ad.AnnData(_zscore(logX[:, mask], clip), obs=obs.copy(), var=var)
+    out.layers["counts"] = counts if keep_all else counts[:, mask].copy()
+    out.uns["cellbridge_prepare"] = {"representation": key, "scaled": "per_batch" if lazy else "dense"}
     return out
+
+
+# --- z-scores computed per batch of rows (large data) ----------------------------------------
+
+
+def sparse_mean_std(X: sp.csr_matrix, chunk: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation (ddof 0, as :func:`_zscore`) without densifying.
+
+    Two passes in float64 over the stored values, ``chunk`` at a time (zeros enter as
+    ``n_zero * mean**2``), so there is no cancellation and no temporary of the matrix's size;
+    constant columns get standard deviation 1.
+    """
+    X = sp.csr_matrix(X)
+    n, d = X.shape
+    parts = [slice(i, i + chunk) for i in range(0, X.nnz, chunk)]
+    stored = sum((np.bincount(X.indices[p], minlength=d) for p in parts), np.zeros(d, dtype=np.int64))
+    total = sum((np.bincount(X.indices[p], weights=X.data[p], minlength=d) for p in parts), np.zeros(d))
+    mean = total / n
+    sq = np.zeros(d)
+    for p in parts:
+        dev = X.data[p].astype(np.float64) - mean[X.indices[p]]
+        sq += np.bincount(X.indices[p], weights=dev * dev, minlength=d)
+    std = np.sqrt((sq + (n - stored) * mean**2) / n)
+    std = np.where(std > 1e-12 * (1.0 + np.abs(mean)), std, 1.0)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def scale_rows(X, rows, mean: np.ndarray, std: np.ndarray, clip: float | None) -> np.ndarray:
+    """Dense float32 z-scores ``(X[rows] - mean) / std`` (clipped to ``[-clip, clip]``)."""
+    block = X[rows]
+    block = block.toarray() if sp.issparse(block) else np.array(block, dtype=np.float32)
+    block = block.astype(np.float32, copy=False)
+    block -= mean
+    block /= std
+    if clip is not None:
+        np.clip(block, -clip, clip, out=block)
+    return block
+
+
+def is_scaled_per_batch(prepared: ad.AnnData) -> bool:
+    """True when ``prepared.X`` holds sparse log-normalised values to be z-scored per batch."""
+    return prepared.uns.get("cellbridge_prepare", {}).get("scaled") == "per_batch"
+
+
+def _lazy_scaled(logX: sp.csr_matrix, obs, var: pd.DataFrame, clip) -> ad.AnnData:
+    """AnnData with sparse ``X`` = log-normalised values; ``var`` gets ``scale_mean``/``scale_std``."""
+    mean, std = sparse_mean_std(logX)
+    var["scale_mean"], var["scale_std"] = mean, std
+    out = ad.AnnData(logX.astype(np.float32, copy=False), obs=obs.copy(), var=var)
+    out.uns["cellbridge_scale"] = {"clip": clip}
+    return out
+
+
+def scaling_of(prepared: ad.AnnData) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """``(mean, std, clip)`` of a per-batch-scaled prepared AnnData."""
+    return (prepared.var["scale_mean"].to_numpy(np.float32), prepared.var["scale_std"].to_numpy(np.float32),
+            prepared.uns["cellbridge_scale"]["clip"])
 
 
 def prepare_paired(
@@ -181,12 +243,13 @@ def prepare_paired(
     layer_rna: str | None = None,
     layer_other: str | None = None,
     min_cells_shared: int = 10,
-    atac_representation: Literal["hvf", "lsi"] = "hvf",
+    atac_representation: Literal["hvf", "lsi", "pca"] = "hvf",
     n_lsi: int = 50,
     rna_representation: Literal["hvf", "pca"] = "hvf",
     n_pcs: int = 50,
     clip: float | None = None,
     seed: int = 0,
+    sparse_above: int | None = None,
 ) -> tuple[ad.AnnData, ad.AnnData]:
     """Align, filter, normalise and scale a paired RNA + ATAC/ADT dataset (METHODS §2.1).
 
@@ -207,7 +270,8 @@ def prepare_paired(
         Fewest shared cells accepted.
     atac_representation
         ``"hvf"`` (reference: HVF peaks, z-scored) or ``"lsi"`` (TF-IDF + LSI on all peaks,
-        first component dropped, z-scored; ``n_lsi`` components).
+        first component dropped, z-scored; ``n_lsi`` components) or ``"pca"`` (the first
+        ``n_pcs`` principal components of the z-scored HVF peaks, scaled as for RNA).
     rna_representation
         ``"hvf"`` (reference: z-scored highly variable genes) or ``"pca"`` (the first ``n_pcs``
         principal components of those, divided by the standard deviation of the first).
@@ -215,6 +279,12 @@ def prepare_paired(
         Clip z-scores to ``[-clip, clip]`` (None: no clipping, as the reference).
     seed
         Seed of the randomized SVD (LSI only).
+    sparse_above
+        When more cells than this are kept, HVF matrices are not densified: ``X`` holds the
+        sparse log-normalised values (CSR float32), ``var["scale_mean"]``/``var["scale_std"]``
+        the z-score parameters and ``uns["cellbridge_scale"]["clip"]`` the clip, and z-scores
+        are made per batch of rows with :func:`scale_rows` (see :func:`is_scaled_per_batch`).
+        None (default) always returns dense z-scores.
 
     Returns
     -------
@@ -243,18 +313,22 @@ def prepare_paired(
             f"Only {int(keep.sum())} cells have counts in both modalities; need {min_cells_shared}."
         )
     obs = rna.obs.iloc[i1[keep]].copy()
+    lazy = sparse_above is not None and int(keep.sum()) > sparse_above
     n_top_rna, n_top_other = _default_n_top(modality, n_top_rna, n_top_other)
-    rna_out = _prepare_one(c1[keep], rna, obs, n_top_rna, clip, "hvf")
+    rna_out = _prepare_one(c1[keep], rna, obs, n_top_rna, clip, "hvf", lazy)
     if rna_representation == "pca":
         rna_out = _to_pca(rna_out, n_pcs, seed)
     elif rna_representation != "hvf":
         raise CellBridgeInputError(f'`rna_representation` must be "hvf" or "pca", got {rna_representation!r}.')
     if modality == "atac" and atac_representation == "lsi":
         other_out = _prepare_lsi(c2[keep], obs, n_lsi, clip, seed)
-    elif atac_representation not in ("hvf", "lsi"):
-        raise CellBridgeInputError(f'`atac_representation` must be "hvf" or "lsi", got {atac_representation!r}.')
+    elif atac_representation not in ("hvf", "lsi", "pca"):
+        raise CellBridgeInputError(
+            f'`atac_representation` must be "hvf", "lsi" or "pca", got {atac_representation!r}.')
     else:
-        other_out = _prepare_one(c2[keep], other, obs, n_top_other, clip, "hvf")
+        other_out = _prepare_one(c2[keep], other, obs, n_top_other, clip, "hvf", lazy)
+        if modality == "atac" and atac_representation == "pca":
+            other_out = _to_pca(other_out, n_pcs, seed)
     for out in (rna_out, other_out):
         out.uns["cellbridge_prepare"].update(modality=modality, n_cells_input=int(rna.n_obs))
     logger.info("prepare_paired: %d cells, %d RNA and %d %s features", obs.shape[0],
@@ -262,13 +336,13 @@ def prepare_paired(
     return rna_out, other_out
 
 
-def _prepare_one(counts, src: ad.AnnData, obs, n_top, clip, key: str) -> ad.AnnData:
+def _prepare_one(counts, src: ad.AnnData, obs, n_top, clip, key: str, lazy: bool = False) -> ad.AnnData:
     nonzero = np.asarray(counts.sum(axis=0)).ravel() > 0
     counts = counts[:, nonzero]
     src_var = src.var.iloc[np.flatnonzero(nonzero)]
     logX = _library_normalise(counts)
     mask = _select_hvf(logX, src_var, n_top)
-    return _finish(counts, logX, mask, src_var, obs, clip, key)
+    return _finish(counts, logX, mask, src_var, obs, clip, key, lazy)
 
 
 def _to_pca(prepared: ad.AnnData, n_pcs: int, seed: int) -> ad.AnnData:
@@ -276,11 +350,29 @@ def _to_pca(prepared: ad.AnnData, n_pcs: int, seed: int) -> ad.AnnData:
     from sklearn.decomposition import PCA
 
     n = max(1, min(n_pcs, prepared.n_vars - 1, prepared.n_obs - 1))
-    pcs = PCA(n_components=n, random_state=seed).fit_transform(prepared.X)
+    if is_scaled_per_batch(prepared):
+        pcs = _pca_per_batch(prepared, n, seed)
+    else:
+        pcs = PCA(n_components=n, random_state=seed).fit_transform(prepared.X)
     pcs = (pcs / max(pcs[:, 0].std(), 1e-12)).astype(np.float32)
     out = ad.AnnData(pcs, obs=prepared.obs.copy(), var=pd.DataFrame(index=[f"PC{i + 1}" for i in range(n)]))
     out.uns["cellbridge_prepare"] = {"representation": "pca"}
     return out
+
+
+def _pca_per_batch(prepared: ad.AnnData, n: int, seed: int, max_fit: int = 50_000,
+                   chunk: int = 20_000) -> np.ndarray:
+    """PCA of per-batch-scaled data: fitted on a seeded sample of ``max_fit`` cells (dense
+    z-scores), every cell projected chunk by chunk."""
+    from sklearn.decomposition import PCA
+
+    mean, std, clip = scaling_of(prepared)
+    n_obs = prepared.n_obs
+    fit_rows = np.arange(n_obs) if n_obs <= max_fit else np.sort(
+        np.random.default_rng(seed).choice(n_obs, max_fit, replace=False))
+    pca = PCA(n_components=n, random_state=seed).fit(scale_rows(prepared.X, fit_rows, mean, std, clip))
+    return np.vstack([pca.transform(scale_rows(prepared.X, slice(i, i + chunk), mean, std, clip))
+                      for i in range(0, n_obs, chunk)])
 
 
 def _prepare_lsi(counts, obs, n_lsi: int, clip, seed: int) -> ad.AnnData:
