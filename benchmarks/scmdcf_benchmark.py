@@ -104,24 +104,12 @@ def _leiden(graph, resolution: float, seed: int) -> np.ndarray:
     return leiden_membership(graph, resolution, seed)
 
 
-def _leiden_k(graph, k: int, seed: int) -> np.ndarray:
-    """Leiden with the resolution bisected (≤ 12 steps) to give ``k`` clusters when possible."""
-    lo, hi, best = 0.01, 5.0, None
-    for _ in range(12):
-        mid = (lo + hi) / 2
-        lab = _leiden(graph, mid, seed)
-        n = len(np.unique(lab))
-        if best is None or abs(n - k) < abs(len(np.unique(best)) - k):
-            best = lab
-        if n == k:
-            break
-        lo, hi = (mid, hi) if n < k else (lo, mid)
-    return best
-
 
 def run_baseline(method: str, rna, other, k_true: int | None, seed: int = 0):
     """Cluster a PCA representation; returns ``(labels, K used)``."""
     from sklearn.cluster import KMeans
+
+    from cellbridge.models.scmdcf import leiden_graph_n_clusters
 
     from cellbridge.pp import prepare_paired
 
@@ -138,7 +126,7 @@ def run_baseline(method: str, rna, other, k_true: int | None, seed: int = 0):
     emb = reps[rep]
     graph = _graph(emb, seed)
     if alg == "leiden":
-        lab = _leiden(graph, 1.0, seed) if k_true is None else _leiden_k(graph, k_true, seed)
+        lab = _leiden(graph, 1.0, seed) if k_true is None else leiden_graph_n_clusters(graph, k_true, seed=seed)
         return lab, len(np.unique(lab)), prna
     k = k_true or len(np.unique(_leiden(graph, 1.0, seed)))
     return KMeans(k, n_init=20, random_state=seed).fit_predict(emb), k, prna

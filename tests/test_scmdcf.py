@@ -84,7 +84,8 @@ def test_k_errors_and_estimation():
 def test_minibatch_path_and_all_zero_features():
     rna, adt = make_pair(n=60)
     rna.X[:, 0] = 0
-    model = fit(rna, adt, n_clusters=3, batch_size=16, full_batch_max=None, dec_target="fixed")
+    model = fit(rna, adt, n_clusters=3, batch_size=16, full_batch_max=None, dec_target="fixed",
+                rna_representation="hvf")  # genes, not PCs, so the dropped gene is visible
     assert model.rna.n_vars == 39
     assert np.isfinite(model.get_latent()).all()
 

@@ -76,7 +76,12 @@ def leiden_n_clusters(z: np.ndarray, n_clusters: int, *, n_neighbors: int = 15, 
     -------
     Labels ``0..k-1`` (cells,).
     """
-    graph = knn_igraph(z, n_neighbors)
+    return leiden_graph_n_clusters(knn_igraph(z, n_neighbors), n_clusters, seed=seed, max_steps=max_steps)
+
+
+def leiden_graph_n_clusters(graph, n_clusters: int, *, seed: int = 0, max_steps: int = 12) -> np.ndarray:
+    """Leiden labels on an igraph ``graph``, resolution bisected to give ``n_clusters`` (see
+    :func:`leiden_n_clusters`)."""
     lo, hi, best = 0.01, 5.0, None
     for _ in range(max_steps):
         mid = (lo + hi) / 2

@@ -21,6 +21,7 @@ from sklearn.decomposition import TruncatedSVD
 
 from .._errors import CellBridgeInputError, CellBridgeWarning
 from .._validate import check_modality
+from .rna import MAX_HVG_CELLS, subsample_rows, take
 
 logger = logging.getLogger("cellbridge")
 
@@ -92,7 +93,7 @@ def align_cells(
 
 
 def _as_csr(X) -> sp.csr_matrix:
-    return sp.csr_matrix(X, dtype=np.float32) if not sp.issparse(X) else X.tocsr().astype(np.float32)
+    return sp.csr_matrix(X, dtype=np.float32) if not sp.issparse(X) else X.tocsr().astype(np.float32, copy=False)
 
 
 def _library_normalise(X: sp.csr_matrix) -> sp.csr_matrix:
@@ -113,7 +114,8 @@ def _select_hvf(logX: sp.csr_matrix, var: pd.DataFrame, n_top: int | None) -> np
     n = logX.shape[1]
     if n_top is None or n_top >= n:
         return np.ones(n, dtype=bool)
-    tmp = ad.AnnData(logX, var=pd.DataFrame(index=var.index.astype(str)))
+    rows = subsample_rows(logX.shape[0], MAX_HVG_CELLS, 0)  # scanpy copies its input: rank on <= 1e5 cells
+    tmp = ad.AnnData(logX if rows is None else logX[rows], var=pd.DataFrame(index=var.index.astype(str)))
     tmp.var_names_make_unique()
     stats = sc.pp.highly_variable_genes(
         tmp, flavor="seurat", min_mean=0.0125, max_mean=3, min_disp=0.5, inplace=False
@@ -299,7 +301,7 @@ def prepare_paired(
     if modality not in ("atac", "protein"):
         raise CellBridgeInputError(f'`modality` must be "atac" or "protein", got {modality!r}.')
     i1, i2 = align_cells(rna, other, min_cells_shared=min_cells_shared)
-    c1, c2 = _as_csr(X1)[i1], _as_csr(X2)[i2]
+    c1, c2 = take(_as_csr(X1), i1), take(_as_csr(X2), i2)  # no copies when already aligned
     keep = (np.asarray(c1.sum(axis=1)).ravel() > 0) & (np.asarray(c2.sum(axis=1)).ravel() > 0)
     if not keep.all():
         warnings.warn(
@@ -315,18 +317,18 @@ def prepare_paired(
     obs = rna.obs.iloc[i1[keep]].copy()
     lazy = sparse_above is not None and int(keep.sum()) > sparse_above
     n_top_rna, n_top_other = _default_n_top(modality, n_top_rna, n_top_other)
-    rna_out = _prepare_one(c1[keep], rna, obs, n_top_rna, clip, "hvf", lazy)
+    rna_out = _prepare_one(take(c1, keep), rna, obs, n_top_rna, clip, "hvf", lazy)
     if rna_representation == "pca":
         rna_out = _to_pca(rna_out, n_pcs, seed)
     elif rna_representation != "hvf":
         raise CellBridgeInputError(f'`rna_representation` must be "hvf" or "pca", got {rna_representation!r}.')
     if modality == "atac" and atac_representation == "lsi":
-        other_out = _prepare_lsi(c2[keep], obs, n_lsi, clip, seed)
+        other_out = _prepare_lsi(take(c2, keep), obs, n_lsi, clip, seed)
     elif atac_representation not in ("hvf", "lsi", "pca"):
         raise CellBridgeInputError(
             f'`atac_representation` must be "hvf", "lsi" or "pca", got {atac_representation!r}.')
     else:
-        other_out = _prepare_one(c2[keep], other, obs, n_top_other, clip, "hvf", lazy)
+        other_out = _prepare_one(take(c2, keep), other, obs, n_top_other, clip, "hvf", lazy)
         if modality == "atac" and atac_representation == "pca":
             other_out = _to_pca(other_out, n_pcs, seed)
     for out in (rna_out, other_out):
@@ -338,7 +340,7 @@ def prepare_paired(
 
 def _prepare_one(counts, src: ad.AnnData, obs, n_top, clip, key: str, lazy: bool = False) -> ad.AnnData:
     nonzero = np.asarray(counts.sum(axis=0)).ravel() > 0
-    counts = counts[:, nonzero]
+    counts = take(counts, cols=nonzero)
     src_var = src.var.iloc[np.flatnonzero(nonzero)]
     logX = _library_normalise(counts)
     mask = _select_hvf(logX, src_var, n_top)

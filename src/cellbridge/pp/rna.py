@@ -86,6 +86,23 @@ def column_mean_std(X) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
 
 
+def take(X, rows=None, cols=None):
+    """``X[rows][:, cols]`` (index arrays or boolean masks; None keeps all), without a copy when a
+    selection keeps every row or column in order."""
+    if rows is not None and not _keeps_all(rows, X.shape[0]):
+        X = X[rows]
+    if cols is not None and not _keeps_all(cols, X.shape[1]):
+        X = X[:, cols]
+    return X
+
+
+def _keeps_all(idx, n: int) -> bool:
+    idx = np.asarray(idx)
+    if idx.dtype == bool:
+        return idx.size == n and bool(idx.all())
+    return idx.size == n and np.array_equal(idx, np.arange(n))
+
+
 def subsample_rows(n: int, max_rows: int, seed: int) -> np.ndarray | None:
     """Sorted seeded sample of ``max_rows`` row indices, or None when ``n`` fits."""
     if n <= max_rows:

@@ -12,7 +12,7 @@ from anndata import AnnData
 
 from .._errors import CellBridgeInputError
 from .._validate import check_modality, is_integer_matrix
-from .rna import MAX_FIT_CELLS, ExpressionTransform, highly_variable, subsample_rows
+from .rna import MAX_FIT_CELLS, ExpressionTransform, highly_variable, subsample_rows, take
 
 logger = logging.getLogger("cellbridge")
 
@@ -181,10 +181,8 @@ def _prepare_protein(rna, other, X_rna, X_other, n_top, n_pcs, protein_map, seed
 
 
 def _columns(X, idx: np.ndarray) -> sp.csr_matrix:
-    """Columns ``idx`` as float32 CSR; the input's own arrays (no copy) when ``idx`` keeps all columns in order."""
-    if len(idx) != X.shape[1] or not np.array_equal(idx, np.arange(X.shape[1])):
-        X = X[:, idx]
-    return sp.csr_matrix(X).astype(np.float32, copy=False)
+    """Columns ``idx`` as float32 CSR (the input's own arrays when every column is kept in order)."""
+    return sp.csr_matrix(take(X, cols=idx)).astype(np.float32, copy=False)
 
 
 def _fit_modality(X_counts, features: list[str], kind: str, n_pcs: int, seed: int) -> ModalityData:
