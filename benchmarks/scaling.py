@@ -135,7 +135,8 @@ def main() -> None:
                    "--threads", str(args.threads), "--metric-cells", str(args.metric_cells)]
             cmd += ["--hnsw-ef", str(args.hnsw_ef)] if args.hnsw_ef else []
             result = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-            records[n] = json.loads(result.stdout.strip().splitlines()[-1])
+            records[n] = {**json.loads(result.stdout.strip().splitlines()[-1]), "commit": commit,
+                          "command": "python benchmarks/scaling.py " + " ".join(sys.argv[1:])}
             print(json.dumps({k: v for k, v in records[n].items() if k != "metrics"}, default=float), flush=True)
             ordered = [records[k] for k in sorted(records)]
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +151,7 @@ def main() -> None:
 def markdown(data: dict) -> str:
     recs = data["records"]
     phases = list(recs[0]["phases"])
-    lines = [f"Commit `{data['commit']}`; command `{data['command']}`; 2-core CPU machine.", "",
+    lines = ["2-core CPU machine; each size in its own process (the row's run: commit and command below the table).", "",
              "| cells/modality | " + " | ".join(f"{p} s" for p in phases)
              + " | peak RSS GiB | load (1-min avg, start / end) | FOSCTTM | transfer acc. | omics mixing | bio. conservation |",
              "|" + "---|" * (len(phases) + 7)]
@@ -160,6 +161,8 @@ def markdown(data: dict) -> str:
         lines.append(f"| {r['n_cells_per_modality']:,} | " + " | ".join(f"{r['phases'][p]:.1f}" for p in phases)
                      + f" | {r['peak_rss_gib']:.2f} | {load} | {m['foscttm']:.3f}"
                      + f" | {m['transfer_accuracy']:.3f} | {m['omics_mixing']:.3f} | {m['biology_conservation']:.3f} |")
+    lines += [""] + [f"- {r['n_cells_per_modality']:,}: commit `{r.get('commit', data['commit'])}`, "
+                     f"`{r.get('command', data['command'])}`" for r in recs]
     recall = [r for r in recs if isinstance(r.get("hnsw_recall_at_k"), dict)]
     if recall:
         efs = list(recall[0]["hnsw_recall_at_k"])

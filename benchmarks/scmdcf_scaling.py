@@ -127,27 +127,28 @@ def write_results(rows: list[dict], command: str) -> None:
     path = RESULTS / "scmdcf_scaling.json"
     old = json.loads(path.read_text())["rows"] if path.exists() else []
     keep = {(r["n_cells"], r["modality"]): r for r in old}
-    keep.update({(r["n_cells"], r["modality"]): {**r, "command": command} for r in rows})
+    keep.update({(r["n_cells"], r["modality"]): {**r, "command": command, "commit": _commit()} for r in rows})
     merged = sorted(keep.values(), key=lambda r: (r["modality"], r["n_cells"]))
     path.write_text(json.dumps({"commit": _commit(), "simulator": SIM, "rows": merged}, indent=1) + "\n")
     (RESULTS / "scmdcf_scaling.md").write_text(_markdown(merged))
 
 
 def _markdown(rows: list[dict]) -> str:
-    head = ("| cells | pair | features | batch | simulate s | prepare s | pre-train s/epoch | KMeans init s "
+    head = ("| cells | pair | features | batch | threads | simulate s | prepare s | pre-train s/epoch | KMeans init s "
             "| fine-tune s/epoch | embed s | cluster s | peak RSS GiB (after simulation) | NMI | ARI | load 1 min |")
-    commands = "; ".join(f"`{c}`" for c in dict.fromkeys(r.get("command", "?") for r in rows))
-    lines = [(f"Commit `{_commit()}` (uncommitted changes at the time of the run); commands {commands}; "
-             "2-core CPU shared with other jobs, 1 torch thread."), "", head,
-             "|" + "---|" * (head.count("|") - 1)]
+    intro = ("2-core CPU machine; each size in its own process; the run behind each row (commit at the "
+             "time of the run, command) is listed below the table.")
+    lines = [intro, "", head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         p = r["phases_s"]
         lines.append(
             f"| {r['n_cells']:,} | RNA+{r['modality'].upper()} | {r['n_features'][0]}+{r['n_features'][1]} "
-            f"| {r['batch_size'] or 'full'} | {p['simulate']} | {p['prepare']} | {r['pretrain_per_epoch_s']} "
+            f"| {r['batch_size'] or 'full'} | {r['threads']} | {p['simulate']} | {p['prepare']} | {r['pretrain_per_epoch_s']} "
             f"| {p['kmeans_init']} | {r['finetune_per_epoch_s']} | {p['embed']} | {p['cluster']} "
             f"| {r['peak_rss_gib']} ({r['peak_rss_gib_after_simulation']}) | {r['NMI']} | {r['ARI']} "
             f"| {r['load_avg_1m_start_end'][0]}–{r['load_avg_1m_start_end'][1]} |")
+    lines += [""] + [f"- {r['n_cells']:,} RNA+{r['modality'].upper()}: commit `{r.get('commit', '?')}`, "
+                     f"`{r.get('command', '?')}`" for r in rows]
     lines += ["", (f"Simulator: `simulate_multiome(n, {', '.join(f'{k}={v}' for k, v in SIM.items())})`. "
               f"{rows[0]['epochs_per_phase'] if rows else 1} epoch(s) per phase (quality after so few epochs "
               "is not the method's; the table is about time and memory). Default preset: full batch up to "
@@ -174,7 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     for n in args.sizes:
         rows.append(_run_in_subprocess(n, args))
         print(json.dumps(rows[-1]), flush=True)
-        write_results(rows, "OMP_NUM_THREADS=1 python benchmarks/scmdcf_scaling.py " + " ".join(sys.argv[1:]))
+        threads = os.environ.get("OMP_NUM_THREADS")
+        write_results(rows, (f"OMP_NUM_THREADS={threads} " if threads else "")
+                      + "python benchmarks/scmdcf_scaling.py " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":
