@@ -104,6 +104,8 @@ def test_query_mapping_held_out_cells_land_with_their_type():
 
 def test_backed_inputs_give_the_in_memory_results(tmp_path, monkeypatch):
     """Backed AnnData: training reads it into memory; query mapping reads it in row blocks."""
+    import functools
+
     import cellbridge._validate as validate
 
     sim = cb.datasets.simulate_multiome(500, n_genes=200, n_types=4, seed=6)["rna"]
@@ -118,7 +120,8 @@ def test_backed_inputs_give_the_in_memory_results(tmp_path, monkeypatch):
     in_memory = cb.BiCLUM(ref_b, ref_a, **kwargs)
     in_memory.train(max_epochs=2, progress=False)
     np.testing.assert_array_equal(model.get_latent(ref_b), in_memory.get_latent(ref_b))
-    monkeypatch.setattr(cb.models.biclum, "ROW_CHUNK", 37)  # several blocks read from the file
+    blocks = functools.partial(validate.row_blocks, rows=37)
+    monkeypatch.setattr(cb.models.biclum, "row_blocks", blocks)  # several blocks read from the file
     np.testing.assert_allclose(model.get_latent(backed_query, "rna"), model.get_latent(query, "rna"), rtol=1e-5, atol=1e-6)
     assert validate.is_backed(backed_query.X) and not validate.is_backed(query.X)
     bad = query.copy()

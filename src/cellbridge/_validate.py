@@ -30,7 +30,10 @@ def is_backed(X) -> bool:
     return not isinstance(X, np.ndarray) and not sp.issparse(X) and hasattr(X, "shape")
 
 
-def row_blocks(X, rows: int = 100_000):
+ROW_BLOCK = 100_000  # rows per block in whole-matrix passes (checks, statistics, projection)
+
+
+def row_blocks(X, rows: int = ROW_BLOCK):
     """In-memory blocks of ``rows`` rows of a dense, sparse or backed matrix (a backed file is
     read one block at a time)."""
     for start in range(0, X.shape[0], rows):

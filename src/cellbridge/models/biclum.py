@@ -14,9 +14,9 @@ import torch
 from anndata import AnnData
 
 from .._errors import CellBridgeInputError
-from .._validate import check_finite
+from .._validate import check_finite, row_blocks
 from ..pairs import mnn_pairs
-from ..pp.rna import ARRAYS, ROW_CHUNK, ExpressionTransform
+from ..pp.rna import ARRAYS, ExpressionTransform
 from ..pp.unpaired import UnpairedData, prepare_unpaired
 from ._biclum_module import OTHER, RNA, BiCLUMModule
 from ._biclum_train import BiCLUMTrainer, TrainConfig, TrainInputs, encode_all, make_config
@@ -258,8 +258,8 @@ class BiCLUM:
         cols = np.where(idx < 0, X.shape[1], idx)  # missing features read an all-zero column
         keep_all = np.array_equal(cols, np.arange(X.shape[1]))
         parts = []
-        for start in range(0, X.shape[0], ROW_CHUNK):  # one chunk of cells normalised at a time
-            block = sp.csr_matrix(X[start:start + ROW_CHUNK], dtype=np.float32)
+        for block in row_blocks(X):  # one block of cells normalised at a time (backed: read per block)
+            block = sp.csr_matrix(block, dtype=np.float32)
             if not keep_all:
                 zero = sp.csr_matrix((block.shape[0], 1), dtype=np.float32)
                 block = sp.hstack([block, zero], format="csr")[:, cols]

@@ -216,7 +216,7 @@ def _from_peaks(X, ann, gcode, chrom_names, atac, method, upstream, opts):
     if n_used == 0:
         _no_overlap_error("peaks", chrom, chrom_names)
     # row blocks: a backed peak matrix is never loaded whole
-    A = sp.vstack([sp.csr_matrix(sp.csr_matrix(block, dtype=np.float32) @ M) for block in row_blocks(X)], format="csr")
+    A = sp.vstack([sp.csr_matrix(block, dtype=np.float32) @ M for block in row_blocks(X)], format="csr")
     if method == "archr":
         A = _scale_rows(A, float(opts["scale_to"]))
     report = {"source": "peaks", "n_peaks": int(len(pcode)), "n_peaks_used": n_used,

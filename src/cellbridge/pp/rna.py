@@ -14,10 +14,10 @@ import scanpy as sc
 import scipy.sparse as sp
 from sklearn.decomposition import PCA
 
+from .._validate import row_blocks
 
 MAX_FIT_CELLS = 50_000  # cells used to fit a PCA
 MAX_HVG_CELLS = 100_000  # cells used to rank highly variable features
-ROW_CHUNK = 100_000  # rows processed at a time by whole-matrix passes
 
 
 def library_normalize_log(X, target_sum: float) -> sp.csr_matrix:
@@ -71,12 +71,11 @@ ARRAYS = ("mean", "std", "components", "center")
 
 def column_mean_std(X) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and standard deviation (ddof=1; 1 where zero) of a dense or sparse matrix,
-    accumulated over row chunks so no full-size temporary is made."""
+    accumulated over blocks of rows so no full-size temporary is made."""
     n = X.shape[0]
     total = np.zeros(X.shape[1])
     total_sq = np.zeros(X.shape[1])
-    for start in range(0, n, ROW_CHUNK):
-        block = X[start:start + ROW_CHUNK]
+    for block in row_blocks(X):
         sq = block.multiply(block) if sp.issparse(block) else np.square(block, dtype=np.float64)
         total += np.asarray(block.sum(axis=0, dtype=np.float64)).ravel()
         total_sq += np.asarray(sq.sum(axis=0, dtype=np.float64)).ravel()
