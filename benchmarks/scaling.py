@@ -3,10 +3,11 @@
 Each size runs in its own subprocess so that peak RSS is per size. Phases timed: simulate,
 gene activity (preprocess), model preparation (HVG, normalisation, PCA), MNN pairs, training per
 epoch, embedding of all cells; quality metrics on a seeded subsample of cells (the simulated
-modalities are paired, so FOSCTTM is available); MNN recall of hnswlib against exact search on
-a subsample of queries.
+modalities are paired, so FOSCTTM is available); the fraction of MNN pairs joining cells of the
+same simulated type; recall of the approximate searches (hnswlib per ``ef``, faiss IVF per
+``nprobe``) against exact search on a subsample of queries.
 
-    python benchmarks/scaling.py --sizes 10000 100000 1000000
+    python benchmarks/scaling.py --sizes 10000 100000 1000000 --mnn-ann ivf --out benchmarks/results/scaling_ivf
     python benchmarks/scaling.py --plot-only        # redraw the PNG from the JSON
 """
 
@@ -26,6 +27,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 EFS = (50, 100, 200, 400)
+NPROBES = (4, 8, 16)
 SIM = dict(n_genes=600, n_types=8, peaks_per_gene=2, rna_depth=1000.0, atac_depth=300.0)
 
 
@@ -33,25 +35,28 @@ def rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def mnn_recall(a: np.ndarray, b: np.ndarray, k: int, efs=EFS, n_queries: int = 2000, seed: int = 0) -> dict:
-    """Recall of hnswlib k-NN (cosine) against exact search for a sample of queries, at each
-    search width ``ef`` (one index; the MNN search itself used the model's ``hnsw_ef``)."""
-    from cellbridge.pairs import hnsw_index, hnsw_query, knn
+def ann_recall(a: np.ndarray, b: np.ndarray, k: int, n_queries: int = 2000, seed: int = 0) -> dict:
+    """Recall@k (cosine) against exact search for a sample of queries: hnswlib at each ``ef`` and
+    faiss IVF at each ``nprobe`` (one index each, built on all of ``b``; build seconds included)."""
+    from cellbridge.pairs import hnsw_index, hnsw_query, ivf_index, ivf_query, knn
 
     rng = np.random.default_rng(seed)
     q = a[rng.choice(len(a), min(n_queries, len(a)), replace=False)]
     exact = knn(b, q, k, method="exact")
-    index = hnsw_index(b, seed)
-    out = {}
-    for ef in efs:
+    out: dict = {}
+    for name, build, query, settings in (("hnsw", hnsw_index, hnsw_query, EFS), ("ivf", ivf_index, ivf_query, NPROBES)):
         t = time.perf_counter()
-        approx = hnsw_query(index, q, k, ef)
-        out[ef] = {"recall": float(np.mean([len(set(e) & set(h)) / k for e, h in zip(exact, approx)])),
-                   "query_s_per_1e6": (time.perf_counter() - t) / len(q) * 1e6}
+        index = build(b, seed)
+        out[name] = {"build_s": time.perf_counter() - t}
+        for setting in settings:
+            t = time.perf_counter()
+            approx = query(index, q, k, setting)
+            out[name][setting] = {"recall": float(np.mean([len(set(e) & set(h)) / k for e, h in zip(exact, approx)])),
+                                  "query_s_per_1e6": (time.perf_counter() - t) / len(q) * 1e6}
     return out
 
 
-def run_size(n: int, epochs: int, threads: int, metric_cells: int, hnsw_ef: int | None = None, seed: int = 0) -> dict:
+def run_size(n: int, epochs: int, threads: int, metric_cells: int, mnn_options: dict, seed: int = 0) -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -67,10 +72,13 @@ def run_size(n: int, epochs: int, threads: int, metric_cells: int, hnsw_ef: int 
     gam = cb.pp.gene_activity(atac, sim["annotation"])
     ph["gene_activity"] = time.perf_counter() - t
     del atac, sim
-    model = cb.BiCLUM(rna, gam, modality="atac", seed=seed, hnsw_ef=hnsw_ef)
-    rec["hnsw_ef"] = model.params["hnsw_ef"]
+    model = cb.BiCLUM(rna, gam, modality="atac", seed=seed, **mnn_options)
+    rec.update({key: model.params[key] for key in ("mnn_ann", "hnsw_ef", "ivf_nprobe")})
     ph["prepare"], ph["pairs"] = model.timings["prepare"], model.timings["pairs"]
     rec["n_cell_pairs"] = len(model.cell_pairs)
+    types_other, types_rna = (x.obs["cell_type"].astype(str).to_numpy() for x in (gam, rna))
+    pairs = model.cell_pairs
+    rec["mnn_same_type"] = float(np.mean(types_other[pairs[:, 0]] == types_rna[pairs[:, 1]]))
     history = model.train(max_epochs=epochs, patience=epochs + 1, progress=False)
     ph["train_per_epoch"] = history["seconds"][0] / len(history["loss"])
     rec["epochs"] = len(history["loss"])
@@ -84,7 +92,7 @@ def run_size(n: int, epochs: int, threads: int, metric_cells: int, hnsw_ef: int 
     rec["metric_cells"] = len(rows)
     if n > cb.pairs.EXACT_KNN_MAX_CELLS:
         a, b = model.data.shared_pca(model.params["mnn_dims"], seed=seed)
-        rec["hnsw_recall_at_k"] = mnn_recall(a, b, model.params["k_mnn"])
+        rec["ann_recall_at_k"] = ann_recall(a, b, model.params["k_mnn"])
     rec["peak_rss_gib"] = rss_gib()
     rec["load_after"] = os.getloadavg()
     return rec
@@ -117,14 +125,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--metric-cells", type=int, default=10_000)
+    parser.add_argument("--mnn-ann", default=None, help="BiCLUM mnn_ann (default: the model's)")
     parser.add_argument("--hnsw-ef", type=int, default=None, help="BiCLUM hnsw_ef (default: the model's)")
+    parser.add_argument("--ivf-nprobe", type=int, default=None, help="BiCLUM ivf_nprobe (default: the model's)")
     parser.add_argument("--out", default=str(RESULTS / "scaling"))
     parser.add_argument("--plot-only", action="store_true")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = Path(args.out)
     if args.one:
-        print(json.dumps(run_size(args.one, args.epochs, args.threads, args.metric_cells, args.hnsw_ef), default=float))
+        options = dict(mnn_ann=args.mnn_ann, hnsw_ef=args.hnsw_ef, ivf_nprobe=args.ivf_nprobe)
+        print(json.dumps(run_size(args.one, args.epochs, args.threads, args.metric_cells, options), default=float))
         return
     if not args.plot_only:
         previous = json.loads(out.with_suffix(".json").read_text())["records"] if out.with_suffix(".json").exists() else []
@@ -133,7 +144,9 @@ def main() -> None:
         for n in args.sizes:
             cmd = [sys.executable, __file__, "--one", str(n), "--epochs", str(args.epochs),
                    "--threads", str(args.threads), "--metric-cells", str(args.metric_cells)]
-            cmd += ["--hnsw-ef", str(args.hnsw_ef)] if args.hnsw_ef else []
+            for flag in ("mnn_ann", "hnsw_ef", "ivf_nprobe"):
+                value = getattr(args, flag)
+                cmd += ["--" + flag.replace("_", "-"), str(value)] if value is not None else []
             result = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
             records[n] = {**json.loads(result.stdout.strip().splitlines()[-1]), "commit": commit,
                           "command": "python benchmarks/scaling.py " + " ".join(sys.argv[1:])}
@@ -148,29 +161,42 @@ def main() -> None:
     out.with_suffix(".md").write_text(markdown(data))
 
 
+def _search(record: dict) -> str:
+    if record["n_cells_per_modality"] <= 20_000:
+        return "exact"
+    if record.get("mnn_ann", "hnsw") == "ivf":
+        return f"faiss IVF, nprobe={record['ivf_nprobe']}"
+    return f"hnswlib, ef={record.get('hnsw_ef') or 'max(50, k)'}"
+
+
 def markdown(data: dict) -> str:
     recs = data["records"]
     phases = list(recs[0]["phases"])
     lines = ["2-core CPU machine; each size in its own process (the row's run: commit and command below the table).", "",
              "| cells/modality | " + " | ".join(f"{p} s" for p in phases)
-             + " | peak RSS GiB | load (1-min avg, start / end) | FOSCTTM | transfer acc. | omics mixing | bio. conservation |",
-             "|" + "---|" * (len(phases) + 7)]
+             + " | peak RSS GiB | load (1-min avg, start / end) | MNN pairs same type | FOSCTTM | transfer acc. | omics mixing | bio. conservation |",
+             "|" + "---|" * (len(phases) + 8)]
     for r in recs:
         m = r["metrics"]
         load = f"{r['load_before'][0]:.1f} / {r['load_after'][0]:.1f}" if "load_before" in r else "n/a"
         lines.append(f"| {r['n_cells_per_modality']:,} | " + " | ".join(f"{r['phases'][p]:.1f}" for p in phases)
-                     + f" | {r['peak_rss_gib']:.2f} | {load} | {m['foscttm']:.3f}"
+                     + f" | {r['peak_rss_gib']:.2f} | {load} | {r['mnn_same_type']:.3f} | {m['foscttm']:.3f}"
                      + f" | {m['transfer_accuracy']:.3f} | {m['omics_mixing']:.3f} | {m['biology_conservation']:.3f} |")
     lines += [""] + [f"- {r['n_cells_per_modality']:,}: commit `{r.get('commit', data['commit'])}`, "
                      f"`{r.get('command', data['command'])}`" for r in recs]
-    recall = [r for r in recs if isinstance(r.get("hnsw_recall_at_k"), dict)]
+    lines += ["", "MNN search used: " + ", ".join(f"{r['n_cells_per_modality']:,}: {_search(r)}" for r in recs)]
+    recall = [r for r in recs if isinstance(r.get("ann_recall_at_k"), dict)]
     if recall:
-        efs = list(recall[0]["hnsw_recall_at_k"])
-        lines += ["", "hnswlib recall@k_mnn against exact search (2,000 query cells; query seconds per 10^6 queries):", "",
-                  "| cells/modality | " + " | ".join(f"ef={ef}" for ef in efs) + " |", "|" + "---|" * (len(efs) + 1)]
+        lines += ["", "Recall@k_mnn against exact search (2,000 query cells), query seconds per 10^6 queries in "
+                  "brackets; index build seconds on all cells:", ""]
+        settings = [(name, s) for name, res in recall[0]["ann_recall_at_k"].items() for s in res if s != "build_s"]
+        lines += ["| cells/modality | " + " | ".join(f"{name} {'ef' if name == 'hnsw' else 'nprobe'}={s}" for name, s in settings)
+                  + " | hnsw build s | ivf build s |", "|" + "---|" * (len(settings) + 3)]
         for r in recall:
-            cells = [f"{v['recall']:.3f} ({v['query_s_per_1e6']:.0f} s)" for v in r["hnsw_recall_at_k"].values()]
-            lines.append(f"| {r['n_cells_per_modality']:,} | " + " | ".join(cells) + " |")
+            res = r["ann_recall_at_k"]
+            cells = [f"{res[name][s]['recall']:.3f} ({res[name][s]['query_s_per_1e6']:.0f} s)" for name, s in settings]
+            lines.append(f"| {r['n_cells_per_modality']:,} | " + " | ".join(cells)
+                         + f" | {res['hnsw']['build_s']:.1f} | {res['ivf']['build_s']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

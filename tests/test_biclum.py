@@ -156,6 +156,22 @@ def test_bad_inputs(split_rna):
         cb.BiCLUM(b, a, preset="fast")
     with pytest.raises(CellBridgeInputError, match="unknown BiCLUM parameter"):
         cb.BiCLUM(b, a, learning_rate=1)
+    with pytest.raises(CellBridgeInputError, match="mnn_ann"):
+        cb.BiCLUM(b, a, mnn_ann="annoy")
+
+
+@pytest.mark.parametrize("preset, search", [("reference", "hnsw"), ("default", "ivf")])
+def test_presets_choose_the_approximate_mnn_search(split_rna, monkeypatch, preset, search):
+    import cellbridge.pairs as pairs
+
+    monkeypatch.setattr(pairs, "EXACT_KNN_MAX_CELLS", 100)  # 300 cells per modality: approximate
+    model = _model(split_rna, preset=preset)
+    a, b = model.data.shared_pca(model.params["mnn_dims"]) if preset == "default" else model.data.shared_views()
+    k = model.params["k_mnn"]
+    assert model.params["mnn_ann"] == search
+    np.testing.assert_array_equal(model.cell_pairs, pairs.mnn_pairs(a, b, k=k, method=search))
+    exact = {tuple(p) for p in pairs.mnn_pairs(a, b, k=k, method="exact")}
+    assert len({tuple(p) for p in model.cell_pairs} & exact) / len(exact) > 0.9
 
 
 def test_real_cite_protein_pairs_follow_the_map(shared_data):

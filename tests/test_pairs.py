@@ -13,15 +13,50 @@ def test_mnn_pairs_hand_example():
     assert pairs.tolist() == [[0, 1], [1, 0]]
 
 
-def test_hnsw_agrees_with_exact_on_clustered_data():
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(5, 20)) * 5
-    a = centres[rng.integers(0, 5, 300)] + rng.normal(size=(300, 20))
-    b = centres[rng.integers(0, 5, 250)] + rng.normal(size=(250, 20))
+def _clustered(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(0).normal(size=(5, 20)) * 5
+    return centres[rng.integers(0, 5, n)] + rng.normal(size=(n, 20))
+
+
+def _recall(exact: np.ndarray, approx: np.ndarray) -> float:
+    return float(np.mean([len(set(e) & set(h)) / exact.shape[1] for e, h in zip(exact, approx)]))
+
+
+@pytest.mark.parametrize("method", ["hnsw", "ivf"])
+def test_approximate_knn_agrees_with_exact_on_clustered_data(method):
+    a, b = _clustered(300, 1), _clustered(2500, 2)  # ivf: 2 lists of ~1,250 rows, both searched
     exact = knn(b, a, 10, method="exact")
-    approx = knn(b, a, 10, method="hnsw")
-    recall = np.mean([len(set(e) & set(h)) / 10 for e, h in zip(exact, approx)])
-    assert recall > 0.95
+    assert _recall(exact, knn(b, a, 10, method=method)) > 0.95
+
+
+def test_ivf_recall_grows_with_nprobe_and_is_seeded():
+    a, b = _clustered(500, 1), _clustered(20_000, 2)  # 20 lists
+    exact = knn(b, a, 10, method="exact")
+    recalls = [_recall(exact, knn(b, a, 10, method="ivf", nprobe=p)) for p in (1, 4, 20)]
+    assert recalls[0] < recalls[1] <= recalls[2] == 1.0  # all lists searched: exact
+    first, second = (knn(b, a, 10, method="ivf", nprobe=2, seed=3) for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+
+
+def test_ivf_pads_missing_neighbours_and_mnn_drops_them():
+    a, b = _clustered(2_000, 1), _clustered(30, 2)  # 2 lists of ~1,000 rows of a, one searched
+    found = knn(a, b, 1_500, method="ivf", nprobe=1)
+    assert (found == -1).any() and (found[:, 0] >= 0).all()
+    pairs = mnn_pairs(a, b, k=1_500, method="ivf", nprobe=1)
+    # every row of a has all 30 rows of b as neighbours, so the pairs are the found entries
+    expected = sorted((int(i), j) for j in range(len(b)) for i in found[j] if i >= 0)
+    assert pairs.tolist() == [list(p) for p in expected]
+
+
+def test_auto_uses_the_chosen_ann_above_the_exact_limit(monkeypatch):
+    import cellbridge.pairs as pairs
+
+    monkeypatch.setattr(pairs, "EXACT_KNN_MAX_CELLS", 100)
+    a, b = _clustered(200, 1), _clustered(1_500, 2)
+    np.testing.assert_array_equal(knn(b, a, 5, ann="ivf", nprobe=1), knn(b, a, 5, method="ivf", nprobe=1))
+    with pytest.raises(CellBridgeInputError, match="knn method"):
+        knn(b, a, 5, ann="annoy")
 
 
 def test_mnn_feature_mismatch_errors():

@@ -49,6 +49,13 @@ def test_agreement_weighting_scales_reconstruction_weights_only():
     model.train(2, 1, progress=False)
     lab = model.predict_clusters("leiden")
     assert lab.shape == (60,) and len(np.unique(lab)) >= 2
+    assert base["cluster_method"] == "kmeans_dec_init"  # the default: KMeans from the DEC centroids
+    lab = model.predict_clusters()
+    assert lab.shape == (60,) and set(np.unique(lab)) <= {0, 1, 2}
+    z, centres = model.get_latent(), model.module.centers.detach().numpy()
+    nearest = ((z[:, None] - centres[None]) ** 2).sum(-1)
+    refined = sum(((z[lab == j] - z[lab == j].mean(0)) ** 2).sum() for j in np.unique(lab))
+    assert refined <= nearest.min(1).sum() + 1e-6  # Lloyd iterations from the centroids never increase inertia
 
 
 def test_reference_preset_has_no_weighting():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,6 +15,8 @@ from ._errors import CellBridgeInputError
 logger = logging.getLogger("cellbridge")
 
 EXACT_KNN_MAX_CELLS = 20_000
+IVF_LIST_SIZE = 1_000
+ANN_METHODS = ("hnsw", "ivf")
 
 
 def knn(
@@ -22,25 +25,32 @@ def knn(
     k: int,
     *,
     method: str = "auto",
+    ann: str = "hnsw",
     seed: int = 0,
     n_threads: int = -1,
     ef: int | None = None,
+    nprobe: int = 8,
 ) -> np.ndarray:
     """Indices (``query`` rows x ``k``) of the ``k`` cosine-nearest rows of ``reference``.
 
-    ``method="exact"`` uses brute-force search; ``"hnsw"`` an hnswlib index (M=32,
+    ``method="exact"`` searches by brute force; ``"hnsw"`` an hnswlib graph (M=32,
     ef_construction=200) searched with ``ef`` candidates (None: ``max(50, k)`` as in the
-    reference); ``"auto"`` is exact while both sides have at most ``EXACT_KNN_MAX_CELLS`` rows.
+    reference); ``"ivf"`` a faiss inverted file (see :func:`ivf_index`) searching the ``nprobe``
+    lists nearest to each query exactly; ``"auto"`` is exact while both sides have at most
+    ``EXACT_KNN_MAX_CELLS`` rows and ``ann`` above. Rows with fewer than ``k`` neighbours found
+    (possible with ``"ivf"``) are padded with -1.
     """
     k = min(k, reference.shape[0])
     if method == "auto":
-        method = "exact" if max(len(reference), len(query)) <= EXACT_KNN_MAX_CELLS else "hnsw"
+        method = "exact" if max(len(reference), len(query)) <= EXACT_KNN_MAX_CELLS else ann
     if method == "exact":
         nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute", n_jobs=n_threads)
         return nn.fit(reference).kneighbors(query, return_distance=False)
-    if method != "hnsw":
-        raise CellBridgeInputError(f"knn method must be 'auto', 'exact' or 'hnsw', got {method!r}.")
-    return hnsw_query(hnsw_index(reference, seed, n_threads), query, k, ef, n_threads)
+    if method == "hnsw":
+        return hnsw_query(hnsw_index(reference, seed, n_threads), query, k, ef, n_threads)
+    if method == "ivf":
+        return ivf_query(ivf_index(reference, seed, n_threads=n_threads), query, k, nprobe, n_threads)
+    raise CellBridgeInputError(f"knn method must be 'auto', 'exact', 'hnsw' or 'ivf', got {method!r}.")
 
 
 def hnsw_index(reference: np.ndarray, seed: int = 0, n_threads: int = -1):
@@ -60,21 +70,70 @@ def hnsw_query(index, query: np.ndarray, k: int, ef: int | None = None, n_thread
     return labels.astype(np.int64)
 
 
+def ivf_index(reference: np.ndarray, seed: int = 0, list_size: int | None = None, n_threads: int = -1):
+    """A faiss ``IndexIVFFlat`` of the unit-normalised rows of ``reference`` (inner product = cosine).
+
+    The rows are split by k-means into ``len(reference) // list_size`` lists (None:
+    ``IVF_LIST_SIZE``; faiss fits it on at most 256 rows per list, seeded by ``seed``), so a
+    query's cost stays constant as the reference grows: search time grows linearly with the
+    number of cells (the list assignment adds cells x lists x dims, small below ~10^7 cells).
+    """
+    import faiss
+
+    _faiss_threads(n_threads)
+    x = _unit_rows(reference)
+    n_lists = max(1, len(x) // (list_size or IVF_LIST_SIZE))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(x.shape[1]), x.shape[1], n_lists, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
+    index.train(x)
+    index.add(x)
+    return index
+
+
+def ivf_query(index, query: np.ndarray, k: int, nprobe: int = 8, n_threads: int = -1) -> np.ndarray:
+    """``k`` nearest indexed rows of each query row among the ``nprobe`` nearest lists (-1: none found)."""
+    _faiss_threads(n_threads)
+    index.nprobe = min(nprobe, index.nlist)
+    _, labels = index.search(_unit_rows(query), k)
+    return labels.astype(np.int64)
+
+
+def _faiss_threads(n_threads: int) -> None:
+    import faiss
+
+    faiss.omp_set_num_threads(n_threads if n_threads > 0 else os.cpu_count() or 1)
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.array(x, dtype=np.float32, order="C")  # a copy: normalised in place below
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, np.finfo(np.float32).tiny, out=norms)
+
+
 def mnn_pairs(
-    a: np.ndarray, b: np.ndarray, k: int = 50, *, method: str = "auto", seed: int = 0, ef: int | None = None
+    a: np.ndarray,
+    b: np.ndarray,
+    k: int = 50,
+    *,
+    method: str = "auto",
+    ann: str = "hnsw",
+    seed: int = 0,
+    ef: int | None = None,
+    nprobe: int = 8,
 ) -> np.ndarray:
     """Mutual nearest neighbours between the rows of ``a`` and ``b`` (cosine distance).
 
     Returns an ``(n_pairs, 2)`` array of ``(row of a, row of b)``: ``i`` and ``j`` are a pair when
     ``j`` is among the ``k`` nearest rows of ``b`` to ``a[i]`` and ``i`` among the ``k`` nearest rows
-    of ``a`` to ``b[j]``. ``method`` and ``ef`` are passed to :func:`knn`.
+    of ``a`` to ``b[j]``. ``method``, ``ann``, ``ef`` and ``nprobe`` are passed to :func:`knn`.
     """
     if a.shape[1] != b.shape[1]:
         raise CellBridgeInputError(
             f"MNN inputs need the same features: {a.shape[1]} vs {b.shape[1]} columns."
         )
-    a_to_b = _as_graph(knn(b, a, k, method=method, seed=seed, ef=ef), len(b))  # rows of a -> b
-    b_to_a = _as_graph(knn(a, b, k, method=method, seed=seed, ef=ef), len(a))  # rows of b -> a
+    options = dict(method=method, ann=ann, seed=seed, ef=ef, nprobe=nprobe)
+    a_to_b = _as_graph(knn(b, a, k, **options), len(b))  # rows of a -> b
+    b_to_a = _as_graph(knn(a, b, k, **options), len(a))  # rows of b -> a
     mutual = a_to_b.multiply(b_to_a.T).tocoo()
     pairs = np.column_stack([mutual.row, mutual.col]).astype(np.int64)
     logger.info(
@@ -87,7 +146,10 @@ def mnn_pairs(
 def _as_graph(neighbours: np.ndarray, n_cols: int) -> sp.csr_matrix:
     n_rows, k = neighbours.shape
     rows = np.repeat(np.arange(n_rows), k)
-    return sp.csr_matrix((np.ones(rows.size, dtype=np.int8), (rows, neighbours.ravel())), shape=(n_rows, n_cols))
+    cols = neighbours.ravel()
+    found = cols >= 0  # -1: fewer than k neighbours found (ivf)
+    ones = np.ones(int(found.sum()), dtype=np.int8)
+    return sp.csr_matrix((ones, (rows[found], cols[found])), shape=(n_rows, n_cols))
 
 
 def feature_pairs(

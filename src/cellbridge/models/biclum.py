@@ -15,7 +15,7 @@ from anndata import AnnData
 
 from .._errors import CellBridgeInputError
 from .._validate import check_finite, row_blocks
-from ..pairs import mnn_pairs
+from ..pairs import ANN_METHODS, mnn_pairs
 from ..pp.rna import ARRAYS, ExpressionTransform
 from ..pp.unpaired import UnpairedData, prepare_unpaired
 from ._biclum_module import OTHER, RNA, BiCLUMModule
@@ -30,14 +30,14 @@ _PER_MODALITY = {
     "protein": dict(tau_cell=100.0, tau_feature=50.0, alpha=100.0, beta=1e5, k_mnn=500, n_latent=25, target="scaled"),
 }
 _REFERENCE = dict(
-    mnn_rep="scaled", mnn_dims=50, hnsw_ef=None, similarity="dot", feature_mode="exact", profile="cells", n_profile=None, feature_batch=256,
+    mnn_rep="scaled", mnn_dims=50, mnn_ann="hnsw", hnsw_ef=None, ivf_nprobe=8, similarity="dot", feature_mode="exact", profile="cells", n_profile=None, feature_batch=256,
     lr=1e-4, weight_decay=5e-5, batch_size=256, max_epochs=1000, patience=30, gamma=(1.0, 1.0),
     precision="32",
 )
 # CellBridge's default = the reference plus these changes (each one an option in the reference
 # preset too), chosen on mop_snare and TEA-seq: see docs/methods.md and benchmarks/results/biclum.md.
 DEFAULT_CHANGES = dict(
-    mnn_rep="pca", k_mnn=30, feature_mode="sampled", profile="metacells", n_profile=1024, max_epochs=150,
+    mnn_rep="pca", k_mnn=30, mnn_ann="ivf", feature_mode="sampled", profile="metacells", n_profile=1024, max_epochs=150,
 )
 PRESETS = ("reference", "default")
 MODALITY_NAMES = {"atac": "atac", "protein": "adt"}
@@ -81,7 +81,10 @@ class BiCLUM:
     **params
         Any preset value: ``tau_cell, tau_feature, alpha, beta, k_mnn, n_latent, target``
         (``"counts"``/``"scaled"``), ``mnn_rep`` (``"scaled"``/``"pca"``), ``mnn_dims``,
-        ``hnsw_ef`` (hnswlib search width above 20,000 cells; None: ``max(50, k_mnn)``), ``similarity`` (``"dot"``/``"cosine"``), ``feature_mode``
+        ``mnn_ann`` (approximate MNN search above 20,000 cells: ``"hnsw"``, hnswlib as the
+        reference, or ``"ivf"``, a faiss inverted file whose time grows linearly), ``hnsw_ef``
+        (hnswlib search width; None: ``max(50, k_mnn)``), ``ivf_nprobe`` (inverted lists searched
+        per cell), ``similarity`` (``"dot"``/``"cosine"``), ``feature_mode``
         (``"exact"``/``"sampled"``), ``profile`` (``"cells"``/``"subsample"``/``"metacells"``),
         ``n_profile``, ``feature_batch``, ``lr``, ``weight_decay``, ``batch_size``, ``max_epochs``,
         ``patience``, ``gamma``, ``precision`` (``"32"`` or ``"bf16-mixed"``: bfloat16 autocast
@@ -133,13 +136,16 @@ class BiCLUM:
     # ---------------------------------------------------------------- setup
     def _cell_pairs(self) -> np.ndarray:
         """MNN on the scaled shared features (reference) or on their joint PCA (``mnn_rep="pca"``)."""
-        if self.params["mnn_rep"] == "pca":
-            a, b = self.data.shared_pca(self.params["mnn_dims"], seed=self.seed)
-        elif self.params["mnn_rep"] == "scaled":
+        p = self.params
+        if p["mnn_ann"] not in ANN_METHODS:
+            raise CellBridgeInputError(f"mnn_ann must be one of {ANN_METHODS}, got {p['mnn_ann']!r}.")
+        if p["mnn_rep"] == "pca":
+            a, b = self.data.shared_pca(p["mnn_dims"], seed=self.seed)
+        elif p["mnn_rep"] == "scaled":
             a, b = self.data.shared_views()
         else:
-            raise CellBridgeInputError(f"mnn_rep must be 'scaled' or 'pca', got {self.params['mnn_rep']!r}.")
-        return mnn_pairs(a, b, k=self.params["k_mnn"], seed=self.seed, ef=self.params["hnsw_ef"])
+            raise CellBridgeInputError(f"mnn_rep must be 'scaled' or 'pca', got {p['mnn_rep']!r}.")
+        return mnn_pairs(a, b, k=p["k_mnn"], ann=p["mnn_ann"], seed=self.seed, ef=p["hnsw_ef"], nprobe=p["ivf_nprobe"])
 
     def _modality_data(self, k: int):
         return (self.data.other, self.data.rna)[k]

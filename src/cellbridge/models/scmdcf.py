@@ -47,12 +47,15 @@ def knn_igraph(z: np.ndarray, n_neighbors: int = 15):
     return ig.Graph(n=z.shape[0], edges=list(zip(adj.row[keep].tolist(), adj.col[keep].tolist())))
 
 
-def leiden_membership(graph, resolution: float = 1.0, seed: int = 0) -> np.ndarray:
-    """Leiden (RB-configuration, ``resolution``) community of each vertex."""
+def leiden_membership(graph, resolution: float = 1.0, seed: int = 0, *,
+                      weights: str | None = None) -> np.ndarray:
+    """Leiden (RB-configuration, ``resolution``) community of each vertex; ``weights`` names an
+    edge attribute of ``graph`` to use as edge weights (None: unweighted)."""
     import leidenalg
 
     part = leidenalg.find_partition(graph, leidenalg.RBConfigurationVertexPartition,
-                                    resolution_parameter=resolution, seed=seed, n_iterations=2)
+                                    resolution_parameter=resolution, seed=seed, n_iterations=2,
+                                    weights=weights)
     return np.asarray(part.membership)
 
 
@@ -79,13 +82,14 @@ def leiden_n_clusters(z: np.ndarray, n_clusters: int, *, n_neighbors: int = 15, 
     return leiden_graph_n_clusters(knn_igraph(z, n_neighbors), n_clusters, seed=seed, max_steps=max_steps)
 
 
-def leiden_graph_n_clusters(graph, n_clusters: int, *, seed: int = 0, max_steps: int = 12) -> np.ndarray:
+def leiden_graph_n_clusters(graph, n_clusters: int, *, seed: int = 0, max_steps: int = 12,
+                            weights: str | None = None) -> np.ndarray:
     """Leiden labels on an igraph ``graph``, resolution bisected to give ``n_clusters`` (see
-    :func:`leiden_n_clusters`)."""
+    :func:`leiden_n_clusters`; ``weights`` as in :func:`leiden_membership`)."""
     lo, hi, best = 0.01, 5.0, None
     for _ in range(max_steps):
         mid = (lo + hi) / 2
-        labels = leiden_membership(graph, mid, seed)
+        labels = leiden_membership(graph, mid, seed, weights=weights)
         n = len(np.unique(labels))
         if best is None or abs(n - n_clusters) < abs(len(np.unique(best)) - n_clusters):
             best = labels
@@ -343,7 +347,8 @@ class scMDCF:  # the published method's name
     def predict_clusters(self, method: str | None = None) -> np.ndarray:
         """Cluster labels: ``"kmeans"`` on ``z`` (reference, n_init restarts), ``"leiden"`` (15-NN
         graph of ``z``, resolution bisected to give K communities; the closest count when K is not
-        reachable) or ``"dec"`` (argmax of the soft assignment). None uses the preset's
+        reachable), ``"dec"`` (argmax of the soft assignment) or ``"kmeans_dec_init"`` (KMeans on
+        ``z`` started from the fine-tuned DEC centroids, one run). None uses the preset's
         ``cluster_method``."""
         self._require_trained()
         method = method or self.hyperparams["cluster_method"]
@@ -353,6 +358,11 @@ class scMDCF:  # the published method's name
 
             return KMeans(self.n_clusters_, n_init=self.hyperparams["n_init"],
                           random_state=self.seed).fit_predict(z)
+        if method == "kmeans_dec_init":
+            from sklearn.cluster import KMeans
+
+            centers = self.module.centers.detach().cpu().numpy().astype(np.float64)
+            return KMeans(self.n_clusters_, init=centers, n_init=1).fit_predict(z.astype(np.float64))
         if method == "leiden":
             return leiden_n_clusters(z, self.n_clusters_, seed=self.seed)
         if method == "dec":
@@ -361,7 +371,8 @@ class scMDCF:  # the published method's name
             q = dec_soft_assignment(torch.as_tensor(z), self.module.centers.detach().cpu(),
                                     self.hyperparams["alpha"])
             return q.argmax(dim=1).numpy()
-        raise CellBridgeInputError(f'`method` must be "kmeans", "leiden" or "dec", got {method!r}.')
+        raise CellBridgeInputError(
+            f'`method` must be "kmeans", "leiden", "dec" or "kmeans_dec_init", got {method!r}.')
 
     def write_results(self, rna=None, other=None, *, copy: bool = True, key_added: str = "scmdcf",
                       method: str | None = None):
