@@ -58,6 +58,21 @@ def test_agreement_weighting_scales_reconstruction_weights_only():
     assert refined <= nearest.min(1).sum() + 1e-6  # Lloyd iterations from the centroids never increase inertia
 
 
+def test_modality_below_the_floor_leaves_the_losses(monkeypatch):
+    import cellbridge.models.scmdcf as scmdcf
+
+    monkeypatch.setattr(scmdcf, "modality_agreement_weights", lambda *a, **k: (1.0, 0.6))
+    rna, adt = make_pair(n=60)
+    base = resolve_hyperparams("default", "protein", {})
+    kept = cb.scMDCF(rna, adt, n_clusters=3, accelerator="cpu", modality_weight_floor=0.1)
+    assert np.isclose(kept.modality_weights_[1], 0.6**4)  # 0.13 >= 0.1: kept, scaled
+    dropped = cb.scMDCF(rna, adt, n_clusters=3, accelerator="cpu")  # default floor 0.2
+    assert dropped.modality_weights_ == (1.0, 0.0)
+    for phase in ("pretrain_weights", "finetune_weights"):
+        hp = dropped.hyperparams[phase]
+        assert hp["rec_other"] == 0 and hp["cl"] == 0 and hp["rec_rna"] == base[phase]["rec_rna"]
+
+
 def test_reference_preset_has_no_weighting():
     rna, adt = make_pair(n=60)
     model = cb.scMDCF(rna, adt, n_clusters=3, preset="reference", accelerator="cpu")

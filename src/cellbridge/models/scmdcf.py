@@ -252,13 +252,14 @@ class scMDCF:  # the published method's name
 
     def _apply_modality_weighting(self, n_clusters: int | None, seed: int) -> tuple[float, float]:
         """With ``modality_weighting="agreement"``, weights ``w`` = :func:`modality_agreement_weights`
-        raised to ``modality_weight_power`` multiply each modality's reconstruction weight in both
-        phases, and the smaller one the contrastive weight (aligning with a noise modality is
-        harmful); returns ``w`` ((1, 1) without weighting)."""
+        raised to ``modality_weight_power`` (and set to 0 below ``modality_weight_floor``) multiply
+        each modality's reconstruction weight in both phases, and the smaller one the contrastive
+        weight (aligning with a noise modality is harmful); returns ``w`` ((1, 1) without weighting)."""
         if self.hyperparams["modality_weighting"] == "none":
             return 1.0, 1.0
         w = modality_agreement_weights(self.rna.X, self.other.X, n_clusters, seed=seed)
         w = tuple(float(v ** self.hyperparams["modality_weight_power"]) for v in w)
+        w = tuple(v if v >= self.hyperparams["modality_weight_floor"] else 0.0 for v in w)
         for phase in ("pretrain_weights", "finetune_weights"):
             self.hyperparams[phase]["rec_rna"] *= w[0]
             self.hyperparams[phase]["rec_other"] *= w[1]

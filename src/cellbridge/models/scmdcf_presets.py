@@ -52,6 +52,7 @@ def _reference(modality: str) -> dict[str, Any]:
         # per-modality loss weights from the data (not in the reference)
         "modality_weighting": "none",
         "modality_weight_power": 1.0,
+        "modality_weight_floor": 0.0,
         # clustering
         "cluster_method": "kmeans",
         "n_init": 20,
@@ -64,11 +65,11 @@ def _default(modality: str) -> dict[str, Any]:
     (docs/scmdcf.md): principal components of each modality as encoder inputs (RNA; ATAC from its
     HVF peaks; proteins stay z-scored), linear decoder outputs (defect E2), reconstruction /
     contrastive weights scaled by each modality's label-free informativeness
-    (``modality_weighting="agreement"``, power 4), and final KMeans started from the fine-tuned
-    DEC centroids. Mini-batches of 256 above 20,000 cells."""
+    (``modality_weighting="agreement"``, power 4; a modality weighted below 0.2 is left out of
+    the losses), and final KMeans started from the fine-tuned DEC centroids. Mini-batches of 256 above 20,000 cells."""
     hp = _reference(modality)
     hp.update(rna_representation="pca", atac_representation="pca", output_activation="linear",
-              modality_weighting="agreement", modality_weight_power=4.0,
+              modality_weighting="agreement", modality_weight_power=4.0, modality_weight_floor=0.2,
               cluster_method="kmeans_dec_init", batch_size=256, full_batch_max=20000)
     return hp
 
