@@ -147,15 +147,9 @@ def run_wnn(rna, other, k_true: int | None, seed: int = 0):
     connectivities: resolution bisected to the true K, or 1 when K is estimated.
     """
     try:
-        import muon as mu
+        import muon  # noqa: F401
     except ImportError as exc:
         raise SystemExit("not run: muon not installed") from exc
-    import igraph as ig
-    import mudata
-    import scanpy as sc
-    import scipy.sparse as sp
-
-    from cellbridge.models.scmdcf import leiden_graph_n_clusters, leiden_membership
     from cellbridge.pp import prepare_paired
 
     prna, poth = prepare_paired(rna, other)
@@ -166,10 +160,25 @@ def run_wnn(rna, other, k_true: int | None, seed: int = 0):
         rep_oth = np.asarray(plsi.X, dtype=np.float64)
     else:
         rep_oth = _pca(poth.X, 50, seed)
+    lab = wnn_leiden({"rna": rep_rna, "atac" if is_atac else "prot": rep_oth}, prna.obs, k_true, seed)
+    return lab, len(np.unique(lab)), prna
+
+
+def wnn_leiden(reps: dict[str, np.ndarray], obs, k: int | None, seed: int = 0) -> np.ndarray:
+    """Leiden labels on muon's WNN graph of per-modality representations of the cells ``obs``
+    (rows scaled to unit norm, exact 15-NN graph each): resolution bisected to ``k``, or 1 when
+    ``k`` is None."""
+    import igraph as ig
+    import mudata
+    import muon as mu
+    import scanpy as sc
+    import scipy.sparse as sp
+
+    from cellbridge.models.scmdcf import leiden_graph_n_clusters, leiden_membership
+
     mods = {}
-    for name, rep in (("rna", rep_rna), ("atac" if is_atac else "prot", rep_oth)):
-        m = sc.AnnData(sp.csr_matrix((rep.shape[0], 1), dtype=np.float32),
-                       obs=prna.obs[[]].copy())
+    for name, rep in reps.items():
+        m = sc.AnnData(sp.csr_matrix((rep.shape[0], 1), dtype=np.float32), obs=obs[[]].copy())
         m.obsm["X_rep"] = rep / np.maximum(np.linalg.norm(rep, axis=1, keepdims=True), 1e-12)
         # exact kNN (scikit-learn, scanpy's choice below 4,096 cells anyway): scanpy 1.11's
         # pynndescent path fails on scipy >= 1.17 sparse arrays (no `getnnz`) on mop_snare
@@ -180,11 +189,9 @@ def run_wnn(rna, other, k_true: int | None, seed: int = 0):
     conn = sp.triu(mdata.obsp["connectivities"], k=1).tocoo()
     graph = ig.Graph(n=mdata.n_obs, edges=list(zip(conn.row.tolist(), conn.col.tolist())),
                      edge_attrs={"weight": conn.data.astype(float).tolist()})
-    if k_true is None:
-        lab = leiden_membership(graph, 1.0, seed, weights="weight")
-    else:
-        lab = leiden_graph_n_clusters(graph, k_true, seed=seed, weights="weight")
-    return lab, len(np.unique(lab)), prna
+    if k is None:
+        return leiden_membership(graph, 1.0, seed, weights="weight")
+    return leiden_graph_n_clusters(graph, k, seed=seed, weights="weight")
 
 
 def run_scmdcf(preset: str, rna, other, k_true: int | None, overrides: dict, seed: int = 0,
@@ -242,7 +249,7 @@ def _spawn(task) -> dict:
     cmd = [sys.executable, __file__, "--worker", dataset, method, kmode, "--seed", str(seed)]
     for s in sets:
         cmd += ["--set", s]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")  # WNN (numba) depends on it
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode:
         return {"dataset": dataset, "method": method, "k_mode": kmode, "seed": seed,
