@@ -7,7 +7,8 @@ modalities are paired, so FOSCTTM is available); the fraction of MNN pairs joini
 same simulated type; recall of the approximate searches (hnswlib per ``ef``, faiss IVF per
 ``nprobe``) against exact search on a subsample of queries.
 
-    python benchmarks/scaling.py --sizes 10000 100000 1000000 --mnn-ann ivf --out benchmarks/results/scaling_ivf
+    python benchmarks/scaling.py --sizes 10000 100000 1000000               # the default preset
+    python benchmarks/scaling.py --mnn-ann hnsw --out benchmarks/results/scaling_hnsw
     python benchmarks/scaling.py --plot-only        # redraw the PNG from the JSON
 """
 
@@ -38,7 +39,7 @@ def rss_gib() -> float:
 def ann_recall(a: np.ndarray, b: np.ndarray, k: int, n_queries: int = 2000, seed: int = 0) -> dict:
     """Recall@k (cosine) against exact search for a sample of queries: hnswlib at each ``ef`` and
     faiss IVF at each ``nprobe`` (one index each, built on all of ``b``; build seconds included)."""
-    from cellbridge.pairs import hnsw_index, hnsw_query, ivf_index, ivf_query, knn
+    from cellbridge.pairs import hnsw_index, hnsw_query, ivf_index, ivf_query, knn, recall_at_k
 
     rng = np.random.default_rng(seed)
     q = a[rng.choice(len(a), min(n_queries, len(a)), replace=False)]
@@ -51,7 +52,7 @@ def ann_recall(a: np.ndarray, b: np.ndarray, k: int, n_queries: int = 2000, seed
         for setting in settings:
             t = time.perf_counter()
             approx = query(index, q, k, setting)
-            out[name][setting] = {"recall": float(np.mean([len(set(e) & set(h)) / k for e, h in zip(exact, approx)])),
+            out[name][setting] = {"recall": recall_at_k(exact, approx),
                                   "query_s_per_1e6": (time.perf_counter() - t) / len(q) * 1e6}
     return out
 
@@ -162,7 +163,9 @@ def main() -> None:
 
 
 def _search(record: dict) -> str:
-    if record["n_cells_per_modality"] <= 20_000:
+    from cellbridge.pairs import EXACT_KNN_MAX_CELLS
+
+    if record["n_cells_per_modality"] <= EXACT_KNN_MAX_CELLS:
         return "exact"
     if record.get("mnn_ann", "hnsw") == "ivf":
         return f"faiss IVF, nprobe={record['ivf_nprobe']}"

@@ -61,25 +61,20 @@ def main() -> None:
     variants = [("z", 20), ("z", 100), ("z_enc_scaled", 20), ("z_enc_scaled", 100), ("z_enc_raw", 20)]
     base = {"dataset": args.dataset, "seed": args.seed, "preset": args.preset, "overrides": overrides,
             "k": k, "train_s": round(train_s, 1), "weights": model.modality_weights_}
+
+    def emit(cluster: str, labels: np.ndarray, **extra) -> None:
+        scores = evaluate_labels(model.rna, label_key, labels)
+        print(json.dumps({**base, "cluster": cluster, **extra,
+                          **{m: round(float(v), 4) for m, v in scores.items()}}), flush=True)
+
     for feat, n_init in variants:
-        lab = KMeans(k, n_init=n_init, random_state=args.seed).fit_predict(feats[feat])
-        s = evaluate_labels(model.rna, label_key, lab)
-        print(json.dumps({**base, "cluster": f"kmeans_{feat}_n{n_init}",
-                          **{m: round(float(v), 4) for m, v in s.items()}}), flush=True)
-    lab = model.predict_clusters("dec")
-    s = evaluate_labels(model.rna, label_key, lab)
-    print(json.dumps({**base, "cluster": "dec_argmax", "k_found": len(np.unique(lab)),
-                      **{m: round(float(v), 4) for m, v in s.items()}}), flush=True)
-    centers = module.centers.detach().cpu().numpy().astype(np.float64)
-    lab = KMeans(k, init=centers, n_init=1).fit_predict(z.astype(np.float64))
-    s = evaluate_labels(model.rna, label_key, lab)
-    print(json.dumps({**base, "cluster": "kmeans_z_init_dec", "k_found": len(np.unique(lab)),
-                      **{m: round(float(v), 4) for m, v in s.items()}}), flush=True)
+        emit(f"kmeans_{feat}_n{n_init}", KMeans(k, n_init=n_init, random_state=args.seed).fit_predict(feats[feat]))
+    for cluster, labels in (("dec_argmax", model.predict_clusters("dec")),
+                            ("kmeans_z_init_dec", model.predict_clusters("kmeans_dec_init"))):
+        emit(cluster, labels, k_found=len(np.unique(labels)))
     if not args.no_leiden:
-        lab = leiden_n_clusters(z, k, seed=args.seed)
-        s = evaluate_labels(model.rna, label_key, lab)
-        print(json.dumps({**base, "cluster": "leiden_to_k_z", "k_found": len(np.unique(lab)),
-                          **{m: round(float(v), 4) for m, v in s.items()}}), flush=True)
+        labels = leiden_n_clusters(z, k, seed=args.seed)
+        emit("leiden_to_k_z", labels, k_found=len(np.unique(labels)))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cellbridge import CellBridgeInputError
-from cellbridge.pairs import PartnerSampler, feature_pairs, knn, mnn_pairs
+from cellbridge.pairs import PartnerSampler, feature_pairs, knn, mnn_pairs, recall_at_k
 
 
 def test_mnn_pairs_hand_example():
@@ -19,21 +19,22 @@ def _clustered(n: int, seed: int) -> np.ndarray:
     return centres[rng.integers(0, 5, n)] + rng.normal(size=(n, 20))
 
 
-def _recall(exact: np.ndarray, approx: np.ndarray) -> float:
-    return float(np.mean([len(set(e) & set(h)) / exact.shape[1] for e, h in zip(exact, approx)]))
+def test_recall_at_k_hand_example():
+    exact = np.array([[0, 1], [2, 3]])
+    assert recall_at_k(exact, np.array([[1, 5], [3, 2]])) == pytest.approx(0.75)  # 1/2 and 2/2
 
 
 @pytest.mark.parametrize("method", ["hnsw", "ivf"])
 def test_approximate_knn_agrees_with_exact_on_clustered_data(method):
     a, b = _clustered(300, 1), _clustered(2500, 2)  # ivf: 2 lists of ~1,250 rows, both searched
     exact = knn(b, a, 10, method="exact")
-    assert _recall(exact, knn(b, a, 10, method=method)) > 0.95
+    assert recall_at_k(exact, knn(b, a, 10, method=method)) > 0.95
 
 
 def test_ivf_recall_grows_with_nprobe_and_is_seeded():
     a, b = _clustered(500, 1), _clustered(20_000, 2)  # 20 lists
     exact = knn(b, a, 10, method="exact")
-    recalls = [_recall(exact, knn(b, a, 10, method="ivf", nprobe=p)) for p in (1, 4, 20)]
+    recalls = [recall_at_k(exact, knn(b, a, 10, method="ivf", nprobe=p)) for p in (1, 4, 20)]
     assert recalls[0] < recalls[1] <= recalls[2] == 1.0  # all lists searched: exact
     first, second = (knn(b, a, 10, method="ivf", nprobe=2, seed=3) for _ in range(2))
     np.testing.assert_array_equal(first, second)

@@ -70,19 +70,18 @@ def hnsw_query(index, query: np.ndarray, k: int, ef: int | None = None, n_thread
     return labels.astype(np.int64)
 
 
-def ivf_index(reference: np.ndarray, seed: int = 0, list_size: int | None = None, n_threads: int = -1):
+def ivf_index(reference: np.ndarray, seed: int = 0, list_size: int = IVF_LIST_SIZE, n_threads: int = -1):
     """A faiss ``IndexIVFFlat`` of the unit-normalised rows of ``reference`` (inner product = cosine).
 
-    The rows are split by k-means into ``len(reference) // list_size`` lists (None:
-    ``IVF_LIST_SIZE``; faiss fits it on at most 256 rows per list, seeded by ``seed``), so a
-    query's cost stays constant as the reference grows: search time grows linearly with the
-    number of cells (the list assignment adds cells x lists x dims, small below ~10^7 cells).
+    The rows are split by k-means into ``len(reference) // list_size`` lists (faiss fits it on at
+    most 256 rows per list, seeded by ``seed``), so the rows scanned per query stay constant as the
+    reference grows; choosing a query's lists costs ``lists x dims``, which does grow.
     """
     import faiss
 
     _faiss_threads(n_threads)
     x = _unit_rows(reference)
-    n_lists = max(1, len(x) // (list_size or IVF_LIST_SIZE))
+    n_lists = max(1, len(x) // list_size)
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(x.shape[1]), x.shape[1], n_lists, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = seed
     index.train(x)
@@ -132,15 +131,25 @@ def mnn_pairs(
             f"MNN inputs need the same features: {a.shape[1]} vs {b.shape[1]} columns."
         )
     options = dict(method=method, ann=ann, seed=seed, ef=ef, nprobe=nprobe)
-    a_to_b = _as_graph(knn(b, a, k, **options), len(b))  # rows of a -> b
-    b_to_a = _as_graph(knn(a, b, k, **options), len(a))  # rows of b -> a
-    mutual = a_to_b.multiply(b_to_a.T).tocoo()
-    pairs = np.column_stack([mutual.row, mutual.col]).astype(np.int64)
+    return mutual_pairs(knn(b, a, k, **options), knn(a, b, k, **options))
+
+
+def mutual_pairs(a_to_b: np.ndarray, b_to_a: np.ndarray) -> np.ndarray:
+    """``(row of a, row of b)`` pairs, sorted, found in both neighbour lists: ``a_to_b[i]`` holds
+    rows of ``b`` near ``a[i]``, ``b_to_a[j]`` rows of ``a`` near ``b[j]`` (-1 entries ignored)."""
+    graph = _as_graph(a_to_b, len(b_to_a)).multiply(_as_graph(b_to_a, len(a_to_b)).T).tocoo()
+    pairs = np.column_stack([graph.row, graph.col]).astype(np.int64)
     logger.info(
-        "MNN (k=%d): %d pairs; %d/%d and %d/%d cells have a partner", k, len(pairs),
-        np.unique(pairs[:, 0]).size, len(a), np.unique(pairs[:, 1]).size, len(b),
+        "MNN (k=%d): %d pairs; %d/%d and %d/%d cells have a partner", a_to_b.shape[1], len(pairs),
+        np.unique(pairs[:, 0]).size, len(a_to_b), np.unique(pairs[:, 1]).size, len(b_to_a),
     )
     return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+
+
+def recall_at_k(exact: np.ndarray, approx: np.ndarray) -> float:
+    """Mean fraction of each row's exact neighbours (``exact``, rows x k) found in ``approx``."""
+    k = exact.shape[1]
+    return float(np.mean([len(set(e) & set(h)) / k for e, h in zip(exact, approx)]))
 
 
 def _as_graph(neighbours: np.ndarray, n_cols: int) -> sp.csr_matrix:
