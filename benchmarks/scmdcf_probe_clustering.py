@@ -1,5 +1,6 @@
-"""Probe: train scMDCF once (preset + overrides) and score several final clusterings of the same
-model (KMeans restarts, features = z or z with the pre-fusion encoder outputs, DEC argmax).
+"""Probe: train one scMDCF network (preset + overrides, ``n_models=1`` unless set) and score
+several final clusterings of the same model (KMeans restarts, features = z or z with the
+pre-fusion encoder outputs, DEC argmax).
 
     python benchmarks/scmdcf_probe_clustering.py DATASET --seed S [--preset default] [--set key=json ...]
 
@@ -40,7 +41,7 @@ def main() -> None:
     from cellbridge.models.scmdcf import leiden_n_clusters
 
     torch.set_num_threads(1)
-    overrides = _parse_set(args.set)
+    overrides = {"n_models": 1, **_parse_set(args.set)}  # one network: the variants below use its z
     rna, other, label_key = load_dataset(args.dataset)
     k = int(rna.obs[label_key].nunique())
     t0 = time.perf_counter()

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import mudata as md
 import numpy as np
@@ -88,3 +89,17 @@ def test_cluster_paired_cite(sim_files, tmp_path, capsys):
     assert mdata.mod["rna"].obsm["X_scmdcf"].shape[0] == 500
     assert mdata.mod["rna"].obs["scmdcf_cluster"].nunique() <= 3
     assert main(args) == 2  # refuses to overwrite
+
+
+def test_simulate_then_cluster_readme_example(tmp_path, capsys):
+    d = tmp_path / "example"
+    assert main(["simulate", "--out-dir", str(d), "--n-cells", "300", "--n-types", "3"]) == 0
+    written = json.loads(capsys.readouterr().out)["written"]
+    assert sorted(Path(p).name for p in written) == ["adt.h5ad", "atac.h5ad", "genes.bed", "rna.h5ad"]
+    assert main(["simulate", "--out-dir", str(d)]) == 2  # refuses to overwrite
+    out = d / "clusters.h5mu"
+    assert main(["cluster", "--rna", str(d / "rna.h5ad"), "--atac", str(d / "atac.h5ad"), "--out", str(out),
+                 "--n-clusters", "3", "--n-models", "2", "--pretrain-epochs", "3", "--finetune-epochs", "2",
+                 "--quiet"]) == 0
+    rna = md.read_h5mu(out).mod["rna"]
+    assert rna.obsm["X_scmdcf"].shape == (300, 2 * 8) and rna.obs["scmdcf_cluster"].nunique() <= 3

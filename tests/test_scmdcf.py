@@ -9,11 +9,13 @@ import anndata as ad
 import mudata as md
 import numpy as np
 import pytest
+from sklearn.cluster import KMeans
 from test_paired_pp import make_pair
 
 import cellbridge as cb
 from cellbridge import CellBridgeInputError
 from cellbridge.models.scmdcf import cluster_paired
+from cellbridge.tl import consensus_clusters
 
 FAST = {"pretrain_epochs": 3, "finetune_epochs": 2}
 
@@ -73,6 +75,25 @@ def test_save_load_round_trip(tmp_path):
     assert not list(tmp_path.glob("m/*.pkl"))
 
 
+def test_ensemble_members_seeding_and_consensus():
+    rna, adt = make_pair()
+    single = fit(rna, adt, n_clusters=None, seed=3, n_models=1)
+    ensemble = fit(rna, adt, n_clusters=None, seed=3, n_models=3)
+    z = ensemble.get_latent()
+    assert len(ensemble.modules_) == 3 and z.shape == (60, 3 * 8)
+    assert np.array_equal(z[:, :8], single.get_latent())  # member 0 is the single model (seed 3)
+    assert not np.allclose(z[:, :8], z[:, 8:16])  # member 1 has its own seed (1003)
+    assert {m.centers.shape[0] for m in ensemble.modules_} == {ensemble.n_clusters_}  # K estimated once
+    assert {h["member"] for h in ensemble.history_} == {0, 1, 2}
+    per_member = [KMeans(ensemble.n_clusters_, init=m.centers.detach().numpy().astype(np.float64),
+                         n_init=1).fit_predict(z[:, 8 * i:8 * i + 8].astype(np.float64))
+                  for i, m in enumerate(ensemble.modules_)]
+    assert np.array_equal(ensemble.predict_clusters(), consensus_clusters(per_member, ensemble.n_clusters_))
+    assert len(fit(rna, adt, n_clusters=3, ensemble_max_cells=50, epochs=(1, 1)).modules_) == 1
+    with pytest.raises(CellBridgeInputError, match="n_models"):
+        cb.scMDCF(rna, adt, n_clusters=3, n_models=0)
+
+
 def test_k_errors_and_estimation():
     rna, adt = make_pair()
     with pytest.raises(CellBridgeInputError, match="n_clusters"):
@@ -109,7 +130,7 @@ def test_write_results_copy_and_inplace():
     rna, adt = make_pair()
     model = fit(rna, adt[2:].copy(), n_clusters=3)
     r_out, a_out = model.write_results(rna, adt)
-    assert r_out.n_obs == 58 and r_out.obsm["X_scmdcf"].shape == (58, 8)
+    assert r_out.n_obs == 58 and r_out.obsm["X_scmdcf"].shape == (58, 5 * 8)  # default: 5 members' z
     assert "scmdcf_cluster" in a_out.obs and "X_scmdcf" not in rna.obsm
     model.write_results(rna, copy=False)
     assert np.isnan(rna.obsm["X_scmdcf"][:2]).all() and rna.obs["scmdcf_cluster"].isna().sum() == 2
@@ -120,7 +141,8 @@ def test_cluster_paired_mudata():
     mdata, _ = cluster_paired(md.MuData({"rna": rna, "adt": adt}), n_clusters=3, progress=False,
                                   accelerator="cpu", pretrain_epochs=2, finetune_epochs=1)
     assert set(mdata.mod) == {"rna", "adt"} and mdata.uns["scmdcf"]["n_clusters"] == 3
-    assert mdata["rna"].obsm["X_scmdcf"].shape == (60, 8)
+    assert mdata.uns["scmdcf"]["n_models"] == 5
+    assert mdata["rna"].obsm["X_scmdcf"].shape == (60, 5 * 8)
 
 
 def _benchmark_module():

@@ -37,7 +37,7 @@ def test_agreement_weights_down_weight_noise_modality():
 
 def test_agreement_weighting_scales_reconstruction_weights_only():
     rna, adt = make_pair(n=60)
-    model = cb.scMDCF(rna, adt, n_clusters=3, modality_weighting="agreement", accelerator="cpu")
+    model = cb.scMDCF(rna, adt, n_clusters=3, modality_weighting="agreement", accelerator="cpu", n_models=1)
     w_rna, w_other = model.modality_weights_
     assert max(w_rna, w_other) == 1.0 and min(w_rna, w_other) > 0
     base = resolve_hyperparams("default", "protein", {})

@@ -9,7 +9,7 @@ from sklearn.metrics import adjusted_rand_score
 
 import cellbridge as cb
 from cellbridge import CellBridgeInputError
-from cellbridge.tl import estimate_n_clusters, kmeans, knn_graph, leiden, transfer_labels
+from cellbridge.tl import consensus_clusters, estimate_n_clusters, kmeans, knn_graph, leiden, transfer_labels
 
 
 def _blobs(sizes=(50, 40, 30), dim: int = 4, seed: int = 0):
@@ -23,6 +23,7 @@ def test_public_api():
     assert cb.tl.transfer_labels is transfer_labels
     assert cb.tl.leiden is leiden and cb.tl.kmeans is kmeans
     assert cb.tl.estimate_n_clusters is estimate_n_clusters
+    assert cb.tl.consensus_clusters is consensus_clusters
 
 
 # ---------------------------------------------------------------------------- transfer
@@ -105,3 +106,42 @@ def test_embedding_checks():
     bad[0, 0] = np.nan
     with pytest.raises(CellBridgeInputError, match="finite"):
         kmeans(bad, 2)
+
+
+# ---------------------------------------------------------------------------- consensus
+
+
+def test_consensus_clusters_by_hand():
+    # co-association (4 clusterings): cells 0-1 and 4-5 always together; cell 2 is with 0-1 in 3 of
+    # 4 and with 3 in 2 of 4; cell 3 is with 4-5 in 3 of 4. Average linkage merges {0,1} and
+    # {4,5} (distance 0), then 2 into {0,1} and 3 into {4,5} (distance 1/4), then the two
+    # groups (distance above 1/2): the K = 2 cut is {0,1,2} {3,4,5}, whatever the label names.
+    labelings = [["a", "a", "a", "b", "b", "b"], [0, 0, 1, 1, 1, 1], [5, 5, 5, 5, 7, 7], [1, 1, 1, 0, 0, 0]]
+    assert consensus_clusters(labelings, 2).tolist() == [0, 0, 0, 1, 1, 1]
+    assert len(set(consensus_clusters(labelings, 6).tolist())) == 6
+
+
+def test_consensus_clusters_recovers_groups_and_samples_large_inputs():
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(3), 100)
+    noisy = []
+    for _ in range(5):
+        lab = truth.copy()
+        flip = rng.random(truth.size) < 0.1
+        lab[flip] = rng.integers(0, 3, flip.sum())
+        noisy.append(lab)
+    exact = consensus_clusters(noisy, 3)
+    sampled = consensus_clusters(noisy, 3, max_cells=60, seed=1)
+    assert adjusted_rand_score(truth, exact) > 0.95
+    assert adjusted_rand_score(truth, sampled) > 0.95
+    assert np.max([adjusted_rand_score(truth, lab) for lab in noisy]) < adjusted_rand_score(truth, exact)
+    assert np.array_equal(sampled, consensus_clusters(noisy, 3, max_cells=60, seed=1))
+
+
+def test_consensus_clusters_errors():
+    with pytest.raises(CellBridgeInputError, match="same cells"):
+        consensus_clusters([[0, 1, 1], [0, 1]], 2)
+    with pytest.raises(CellBridgeInputError, match="between 1 and"):
+        consensus_clusters([[0, 1, 1]], 4)
+    with pytest.raises(CellBridgeInputError, match="non-empty"):
+        consensus_clusters([], 2)

@@ -1,4 +1,4 @@
-"""Command line: ``cellbridge {demo,integrate,evaluate,cluster,gene-activity}``.
+"""Command line: ``cellbridge {demo,simulate,integrate,evaluate,cluster,gene-activity}``.
 
 The CLI only parses arguments, calls :mod:`cellbridge.workflows` and prints; no logic of its own.
 """
@@ -14,6 +14,8 @@ from ._errors import CellBridgeInputError
 
 EXAMPLES = """examples:
   cellbridge demo
+  cellbridge simulate --out-dir example
+  cellbridge cluster --rna example/rna.h5ad --adt example/adt.h5ad --out example/clusters.h5mu
   cellbridge integrate --rna rna.h5ad --atac peaks.h5ad --genome-annotation mm10_genes.bed --out result.h5mu
   cellbridge integrate --rna rna.h5ad --adt adt.h5ad --out result.h5mu --preset reference --epochs 200
   cellbridge evaluate result.h5mu --label cell_type --paired
@@ -38,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-cells", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=30)
     _add_common(p, out_required=False)
+
+    p = sub.add_parser("simulate", help="write the built-in simulated example (paired RNA, ATAC, ADT)")
+    p.add_argument("--out-dir", required=True, help="folder for rna.h5ad, atac.h5ad, adt.h5ad, genes.bed")
+    p.add_argument("--n-cells", type=int, default=1000)
+    p.add_argument("--n-types", type=int, default=6, help="number of simulated cell types")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
 
     p = sub.add_parser("integrate", help="BiCLUM: integrate unpaired RNA with ATAC or ADT",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-clusters", type=int, help="K (estimated when omitted)")
     p.add_argument("--pretrain-epochs", type=int, help="default: the preset's (200)")
     p.add_argument("--finetune-epochs", type=int, help="default: the preset's (200)")
+    p.add_argument("--n-models", type=int, help="ensemble size (default: the preset's; 5 for default up to 20,000 cells)")
     p.add_argument("--preset", default="default", choices=["default", "reference"])
     p.add_argument("--layer-rna")
     p.add_argument("--layer-other")
@@ -126,7 +136,11 @@ def _dispatch(args: argparse.Namespace):
         return workflows.cluster(args.rna, args.out, adt=args.adt, atac=args.atac, n_clusters=args.n_clusters,
                                  preset=args.preset, seed=args.seed, pretrain_epochs=args.pretrain_epochs,
                                  finetune_epochs=args.finetune_epochs, layer_rna=args.layer_rna,
-                                 layer_other=args.layer_other, overwrite=args.overwrite, progress=progress)
+                                 layer_other=args.layer_other, n_models=args.n_models,
+                                 overwrite=args.overwrite, progress=progress)
+    if args.command == "simulate":
+        return workflows.simulate(args.out_dir, n_cells=args.n_cells, n_types=args.n_types, seed=args.seed,
+                                  overwrite=args.overwrite)
     return workflows.gene_activity_file(peaks=args.peaks, fragments=args.fragments, cells=args.cells,
                                         annotation=args.annotation, method=args.method, out=args.out,
                                         overwrite=args.overwrite)

@@ -89,6 +89,11 @@ def _atomic_write(path: Path, overwrite: bool, write_fn) -> Path:
     return path
 
 
+def write_text(text: str, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``text`` to ``path`` atomically; refuse to replace an existing file unless asked."""
+    return _atomic_write(Path(path), overwrite, lambda tmp: Path(tmp).write_text(text))
+
+
 def write_h5ad(adata: ad.AnnData, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``adata`` to ``path`` atomically; refuse to replace an existing file unless asked."""
     return _atomic_write(Path(path), overwrite, adata.write_h5ad)

@@ -132,9 +132,7 @@ def evaluate(
 
 
 def _write_json(obj: dict, path: str, overwrite: bool) -> None:
-    from .io import _atomic_write
-
-    _atomic_write(Path(path), overwrite, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)))
+    io.write_text(json.dumps(obj, indent=1), path, overwrite=overwrite)
 
 
 def demo(
@@ -166,6 +164,28 @@ def demo(
     if out:
         io.write_h5mu(model.to_mudata(), out, overwrite=overwrite)
     return metrics
+
+
+def simulate(out_dir: str, *, n_cells: int = 1000, n_types: int = 6, seed: int = 0,
+             overwrite: bool = False) -> dict:
+    """Write the built-in simulated example (paired counts of the same cells with
+    ``obs["cell_type"]``) as ``rna.h5ad``, ``atac.h5ad``, ``adt.h5ad`` and the gene annotation
+    ``genes.bed`` into ``out_dir``: inputs for ``cluster``, ``integrate`` and ``gene-activity``."""
+    from . import datasets
+
+    out = Path(out_dir)
+    paths = {name: out / f"{name}.h5ad" for name in ("rna", "atac", "adt")}
+    bed = out / "genes.bed"
+    for path in (*paths.values(), bed):
+        _check_out(path, overwrite)
+    sim = datasets.simulate_multiome(n_cells, n_types=n_types, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, path in paths.items():
+        io.write_h5ad(sim[name], path, overwrite=overwrite)
+    columns = ["chrom", "start", "end", "gene_name", "strand"]
+    io.write_text(sim["annotation"][columns].to_csv(sep="\t", header=False, index=False), bed,
+                  overwrite=overwrite)
+    return {"written": [str(p) for p in (*paths.values(), bed)], "n_cells": n_cells}
 
 
 def gene_activity_file(
@@ -205,6 +225,7 @@ def cluster(
     finetune_epochs: int | None = None,
     layer_rna: str | None = None,
     layer_other: str | None = None,
+    n_models: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
@@ -215,10 +236,11 @@ def cluster(
     if bool(adt) == bool(atac):
         raise CellBridgeInputError("give exactly one of --adt or --atac with --rna.")
     other = io.read(adt or atac)
-    epochs = {k: v for k, v in dict(pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs).items() if v}
+    options = {k: v for k, v in dict(pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs,
+                                     n_models=n_models).items() if v}
     mdata, model = cluster_paired(io.read(rna_path), other, modality="protein" if adt else "atac",
                                   n_clusters=n_clusters, preset=preset, layer_rna=layer_rna,
-                                  layer_other=layer_other, seed=seed, progress=progress, **epochs)
+                                  layer_other=layer_other, seed=seed, progress=progress, **options)
     io.write_h5mu(mdata, out_path, overwrite=overwrite)
     return {"written": str(out_path), "n_clusters": int(model.n_clusters_),
             "n_clusters_source": model.n_clusters_source_, "n_cells": int(mdata.n_obs)}

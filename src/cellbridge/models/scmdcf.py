@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,15 @@ import torch
 
 from .._errors import CellBridgeInputError
 from ..pp.paired import infer_modality, prepare_paired, split_mudata
+from ..tl.clustering import consensus_clusters
 from . import scmdcf_module as M
 from ._scmdcf_data import PairedBatches, sparse_threshold
-from .scmdcf_presets import effective_batch_size, resolve_hyperparams
+from .scmdcf_presets import (
+    CLUSTER_METHODS,
+    effective_batch_size,
+    effective_n_models,
+    resolve_hyperparams,
+)
 from .training import load_model_dir, save_model_dir, select_device, set_seed
 
 logger = logging.getLogger("cellbridge")
@@ -196,7 +203,8 @@ class scMDCF:  # the published method's name
     layer_rna, layer_other
         Layers with raw counts (None: ``.X``).
     seed
-        Seeds weights, batches and KMeans; training on CPU is deterministic (defect E7).
+        Seeds weights, batches and KMeans; training on CPU is deterministic (defect E7). With an
+        ensemble (``n_models`` > 1) member ``i`` is seeded ``seed + 1000 * i``.
     accelerator
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     **hyperparams
@@ -240,7 +248,17 @@ class scMDCF:  # the published method's name
         self.n_clusters_source_ = "given" if n_clusters is not None else None
         self.history_: list[dict[str, float]] = []
         self.is_trained_ = False
-        self.module = self._build_module(n_clusters or 1)
+        n_models = effective_n_models(self.hyperparams, self.rna.n_obs)
+        self.modules_ = [self._build_module(n_clusters or 1, self.member_seed(i)) for i in range(n_models)]
+
+    @property
+    def module(self) -> M.ScMDCFModule:
+        """The network of the first (with ``n_models=1`` the only) ensemble member."""
+        return self.modules_[0]
+
+    def member_seed(self, i: int) -> int:
+        """Seed of ensemble member ``i`` (member 0 uses ``seed`` itself)."""
+        return self.seed + 1000 * i
 
     # ------------------------------------------------------------------ setup
     def _check_k(self, k: int) -> None:
@@ -267,9 +285,9 @@ class scMDCF:  # the published method's name
         logger.info("scMDCF: modality weights RNA %.3f, %s %.3f", w[0], self.modality, w[1])
         return w
 
-    def _build_module(self, n_clusters: int) -> M.ScMDCFModule:
+    def _build_module(self, n_clusters: int, seed: int) -> M.ScMDCFModule:
         hp = self.hyperparams
-        set_seed(self.seed)
+        set_seed(seed)
         return M.ScMDCFModule(
             self.rna.n_vars, self.other.n_vars, enc_hidden=tuple(hp["enc_hidden"]),
             fusion_hidden=tuple(hp["fusion_hidden"]), dec_hidden=tuple(hp["dec_hidden"]),
@@ -311,9 +329,21 @@ class scMDCF:  # the published method's name
         if distributed:
             raise CellBridgeInputError(f"{sorted(distributed)} only apply with world_size > 1.")
         cfg = self.train_settings(pretrain_epochs, finetune_epochs)
-        result = fit_module(self.module, self._source(), cfg, self.n_clusters_, self.seed, progress)
-        self._set_trained(result, cfg)
+        source = self._source()
+        self.fit_members(cfg, lambda module, seed, k: fit_module(module, source, cfg, k, seed, progress))
         return self
+
+    def fit_members(self, cfg: dict[str, Any], fit: Callable[[M.ScMDCFModule, int, int | None], dict]) -> None:
+        """Train every ensemble member by ``fit(module, seed, n_clusters)`` (a :func:`fit_module`
+        result) and record the results; the K of the first member (given or estimated) is used by
+        the others."""
+        k, results = self.n_clusters_, []
+        for i, module in enumerate(self.modules_):
+            results.append(fit(module, self.member_seed(i), k))
+            k = results[-1]["n_clusters"]
+            if len(self.modules_) > 1:
+                logger.info("scMDCF: ensemble member %d/%d trained", i + 1, len(self.modules_))
+        self._set_trained(results, cfg)
 
     def train_settings(self, pretrain_epochs: int | None = None, finetune_epochs: int | None = None
                        ) -> dict[str, Any]:
@@ -324,11 +354,11 @@ class scMDCF:  # the published method's name
         cfg["batch_size"] = effective_batch_size(cfg, self.rna.n_obs)
         return cfg
 
-    def _set_trained(self, result: dict[str, Any], cfg: dict[str, Any]) -> None:
-        """Record what :func:`fit_module` returned."""
-        self.history_ = result["history"]
+    def _set_trained(self, results: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
+        """Record what :func:`fit_module` returned for each member (history rows get ``member``)."""
+        self.history_ = [{**row, "member": i} for i, r in enumerate(results) for row in r["history"]]
         if self.n_clusters_ is None:
-            self.n_clusters_ = int(result["n_clusters"])
+            self.n_clusters_ = int(results[0]["n_clusters"])
             self.n_clusters_source_ = f"estimated (Leiden, resolution {cfg['leiden_resolution']})"
             logger.info("scMDCF: estimated K=%d clusters (Leiden on the pre-trained embedding)",
                         self.n_clusters_)
@@ -341,39 +371,49 @@ class scMDCF:  # the published method's name
             raise RuntimeError("The scMDCF model is not trained yet; call `.train()` first.")
 
     def get_latent(self) -> np.ndarray:
-        """Fused embedding ``z`` (cells x z_dim) of the prepared cells (``self.rna.obs_names``)."""
+        """Fused embedding ``z`` of the prepared cells (``self.rna.obs_names``): cells x z_dim, or
+        the members' ``z`` side by side (cells x n_models·z_dim) for an ensemble."""
         self._require_trained()
-        return M.embed(self.module, self._source()).cpu().numpy()
+        source = self._source()
+        return np.hstack([M.embed(module, source).cpu().numpy() for module in self.modules_])
 
     def predict_clusters(self, method: str | None = None) -> np.ndarray:
-        """Cluster labels: ``"kmeans"`` on ``z`` (reference, n_init restarts), ``"leiden"`` (15-NN
-        graph of ``z``, resolution bisected to give K communities; the closest count when K is not
-        reachable), ``"dec"`` (argmax of the soft assignment) or ``"kmeans_dec_init"`` (KMeans on
-        ``z`` started from the fine-tuned DEC centroids, one run). None uses the preset's
-        ``cluster_method``."""
+        """Cluster labels by ``method`` on each member's ``z``, combined over an ensemble by
+        :func:`cellbridge.tl.consensus_clusters` (co-association, average linkage, K clusters).
+
+        ``method``: ``"kmeans"`` (reference, n_init restarts), ``"leiden"`` (15-NN graph of ``z``,
+        resolution bisected to give K communities; the closest count when K is not reachable),
+        ``"dec"`` (argmax of the soft assignment) or ``"kmeans_dec_init"`` (KMeans on ``z``
+        started from the fine-tuned DEC centroids, one run). None uses the preset's
+        ``cluster_method``.
+        """
         self._require_trained()
         method = method or self.hyperparams["cluster_method"]
-        z = self.get_latent()
+        if method not in CLUSTER_METHODS:
+            raise CellBridgeInputError(f"`method` must be one of {CLUSTER_METHODS}, got {method!r}.")
+        source = self._source()
+        labels = [self._member_clusters(module, M.embed(module, source).cpu().numpy(),
+                                        self.member_seed(i), method)
+                  for i, module in enumerate(self.modules_)]
+        if len(labels) == 1:
+            return labels[0]
+        return consensus_clusters(labels, self.n_clusters_, seed=self.seed)
+
+    def _member_clusters(self, module: M.ScMDCFModule, z: np.ndarray, seed: int, method: str) -> np.ndarray:
+        """One member's labels (see :meth:`predict_clusters`)."""
+        from sklearn.cluster import KMeans
+
+        centers = module.centers.detach().cpu()
         if method == "kmeans":
-            from sklearn.cluster import KMeans
-
-            return KMeans(self.n_clusters_, n_init=self.hyperparams["n_init"],
-                          random_state=self.seed).fit_predict(z)
+            return KMeans(self.n_clusters_, n_init=self.hyperparams["n_init"], random_state=seed).fit_predict(z)
         if method == "kmeans_dec_init":
-            from sklearn.cluster import KMeans
-
-            centers = self.module.centers.detach().cpu().numpy().astype(np.float64)
-            return KMeans(self.n_clusters_, init=centers, n_init=1).fit_predict(z.astype(np.float64))
+            return KMeans(self.n_clusters_, init=centers.numpy().astype(np.float64), n_init=1
+                          ).fit_predict(z.astype(np.float64))
         if method == "leiden":
-            return leiden_n_clusters(z, self.n_clusters_, seed=self.seed)
-        if method == "dec":
-            from .losses import dec_soft_assignment
+            return leiden_n_clusters(z, self.n_clusters_, seed=seed)
+        from .losses import dec_soft_assignment
 
-            q = dec_soft_assignment(torch.as_tensor(z), self.module.centers.detach().cpu(),
-                                    self.hyperparams["alpha"])
-            return q.argmax(dim=1).numpy()
-        raise CellBridgeInputError(
-            f'`method` must be "kmeans", "leiden", "dec" or "kmeans_dec_init", got {method!r}.')
+        return dec_soft_assignment(torch.as_tensor(z), centers, self.hyperparams["alpha"]).argmax(dim=1).numpy()
 
     def write_results(self, rna=None, other=None, *, copy: bool = True, key_added: str = "scmdcf",
                       method: str | None = None):
@@ -410,7 +450,7 @@ class scMDCF:  # the published method's name
                 "var_names_rna": self.rna.var_names.tolist(),
                 "var_names_other": self.other.var_names.tolist(),
                 "obs_names": self.rna.obs_names.tolist()}
-        return save_model_dir(dir_path, self.module, meta, overwrite=overwrite)
+        return save_model_dir(dir_path, torch.nn.ModuleList(self.modules_), meta, overwrite=overwrite)
 
     @classmethod
     def load(cls, dir_path: str | os.PathLike, rna, other: ad.AnnData | None = None, *,
@@ -429,7 +469,7 @@ class scMDCF:  # the published method's name
                     f"The features selected from the data given to `load` differ from the saved "
                     f"model's ({key}); pass the same data the model was trained on."
                 )
-        model.module.load_state_dict(state)
+        torch.nn.ModuleList(model.modules_).load_state_dict(state)
         model.n_clusters_source_ = meta["n_clusters_source_"]
         model.history_ = meta["history"]
         model.is_trained_ = True
@@ -450,7 +490,7 @@ def cluster_paired(rna, other: ad.AnnData | None = None, *, modality: str | None
 
     The MuData holds copies of the inputs (restricted to the kept cells) under ``"rna"`` and
     ``"atac"``/``"adt"`` with ``obsm["X_scmdcf"]`` and ``obs["scmdcf_cluster"]``, and
-    ``uns["scmdcf"]`` (K, how K was chosen, preset, seed).
+    ``uns["scmdcf"]`` (K, how K was chosen, preset, seed, ensemble size).
     """
     model = scMDCF(rna, other, modality=modality, n_clusters=n_clusters, preset=preset,
                    layer_rna=layer_rna, layer_other=layer_other, seed=seed,
@@ -460,5 +500,5 @@ def cluster_paired(rna, other: ad.AnnData | None = None, *, modality: str | None
     rna_out, other_out = model.write_results(rna, other)
     mdata = md.MuData({"rna": rna_out, "atac" if model.modality == "atac" else "adt": other_out})
     mdata.uns["scmdcf"] = {"n_clusters": int(model.n_clusters_), "preset": preset, "seed": seed,
-                           "n_clusters_source": model.n_clusters_source_}
+                           "n_clusters_source": model.n_clusters_source_, "n_models": len(model.modules_)}
     return mdata, model

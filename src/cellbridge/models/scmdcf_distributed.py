@@ -115,7 +115,8 @@ def train_distributed(
     threads_per_process: int = 1,
 ) -> list[dict[str, float]]:
     """Train ``model`` data-parallel on ``world_size`` processes (same result as ``model.train()``
-    up to float rounding); the trained weights are loaded into ``model.module``.
+    up to float rounding); the trained weights are loaded into ``model.modules_`` (one
+    data-parallel run per ensemble member).
 
     Parameters
     ----------
@@ -146,14 +147,18 @@ def train_distributed(
     world_size = _resolve_world_size(world_size, torchrun)
     cfg = model.train_settings(pretrain_epochs, finetune_epochs)
     _check_split(model.rna.n_obs, cfg["batch_size"], world_size)
-    job = _Job(copy.deepcopy(model.module).cpu(), model._source().to(torch.device("cpu")), cfg,
-               model.n_clusters_, model.seed, progress)
-    result = launch(_train_rank, job, world_size=world_size, backend=backend, init_method=init_method,
-                    threads_per_process=threads_per_process)
-    model.module.centers = nn.Parameter(torch.empty_like(result["state"]["centers"]))
-    model.module.load_state_dict(result["state"])
-    model.module.to(model.device)
-    model._set_trained(result, cfg)
+    source = model._source().to(torch.device("cpu"))
+
+    def fit(module: M.ScMDCFModule, seed: int, n_clusters: int | None) -> dict:
+        job = _Job(copy.deepcopy(module).cpu(), source, cfg, n_clusters, seed, progress)
+        result = launch(_train_rank, job, world_size=world_size, backend=backend,
+                        init_method=init_method, threads_per_process=threads_per_process)
+        module.centers = nn.Parameter(torch.empty_like(result["state"]["centers"]))
+        module.load_state_dict(result["state"])
+        module.to(model.device)
+        return result
+
+    model.fit_members(cfg, fit)
     model._train_cfg.update(world_size=world_size)
     return model.history_
 

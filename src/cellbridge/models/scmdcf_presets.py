@@ -12,6 +12,7 @@ from typing import Any
 from .._errors import CellBridgeInputError
 
 PRESETS = ("default", "reference")
+CLUSTER_METHODS = ("kmeans", "kmeans_dec_init", "leiden", "dec")
 
 
 def _reference(modality: str) -> dict[str, Any]:
@@ -56,6 +57,9 @@ def _reference(modality: str) -> dict[str, Any]:
         # clustering
         "cluster_method": "kmeans",
         "n_init": 20,
+        # ensemble of independently seeded models, labels by consensus (not in the reference)
+        "n_models": 1,
+        "ensemble_max_cells": None,
         "leiden_resolution": 1.0,
     }
 
@@ -66,11 +70,14 @@ def _default(modality: str) -> dict[str, Any]:
     HVF peaks; proteins stay z-scored), linear decoder outputs (defect E2), reconstruction /
     contrastive weights scaled by each modality's label-free informativeness
     (``modality_weighting="agreement"``, power 4; a modality weighted below 0.2 is left out of
-    the losses), and final KMeans started from the fine-tuned DEC centroids. Mini-batches of 256 above 20,000 cells."""
+    the losses), and final KMeans started from the fine-tuned DEC centroids. Up to 20,000 cells an
+    ensemble of 5 models whose labels are combined by consensus; above, one model trained in
+    mini-batches of 256."""
     hp = _reference(modality)
     hp.update(rna_representation="pca", atac_representation="pca", output_activation="linear",
               modality_weighting="agreement", modality_weight_power=4.0, modality_weight_floor=0.2,
-              cluster_method="kmeans_dec_init", batch_size=256, full_batch_max=20000)
+              cluster_method="kmeans_dec_init", batch_size=256, full_batch_max=20000,
+              n_models=5, ensemble_max_cells=20000)
     return hp
 
 
@@ -103,12 +110,14 @@ def _check_choices(hp: dict[str, Any]) -> None:
         "dec_target": ("live", "fixed"),
         "atac_representation": ("hvf", "lsi", "pca"),
         "rna_representation": ("hvf", "pca"),
-        "cluster_method": ("kmeans", "leiden", "dec", "kmeans_dec_init"),
+        "cluster_method": CLUSTER_METHODS,
         "modality_weighting": ("none", "agreement"),
     }
     for key, allowed in choices.items():
         if hp[key] not in allowed:
             raise CellBridgeInputError(f"scMDCF `{key}` must be one of {allowed}, got {hp[key]!r}.")
+    if int(hp["n_models"]) != hp["n_models"] or hp["n_models"] < 1:
+        raise CellBridgeInputError(f"scMDCF `n_models` must be a positive integer, got {hp['n_models']!r}.")
     if hp["batch_size"] is not None and int(hp["batch_size"]) < 2:
         raise CellBridgeInputError("scMDCF `batch_size` must be at least 2 (BatchNorm) or None.")
 
@@ -120,3 +129,10 @@ def effective_batch_size(hp: dict[str, Any], n_cells: int) -> int | None:
     if hp["full_batch_max"] is not None and n_cells <= hp["full_batch_max"]:
         return None
     return int(hp["batch_size"])
+
+
+def effective_n_models(hp: dict[str, Any], n_cells: int) -> int:
+    """``n_models``, or 1 above ``ensemble_max_cells`` cells (training cost grows with the members)."""
+    if hp["ensemble_max_cells"] is not None and n_cells > hp["ensemble_max_cells"]:
+        return 1
+    return int(hp["n_models"])

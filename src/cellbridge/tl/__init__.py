@@ -1,6 +1,12 @@
 """Analysis tools on embeddings: label transfer, clustering."""
 
-from .clustering import estimate_n_clusters, kmeans, knn_graph, leiden
+from .clustering import (
+    consensus_clusters,
+    estimate_n_clusters,
+    kmeans,
+    knn_graph,
+    leiden,
+)
 from .transfer import transfer_labels
 
-__all__ = ["transfer_labels", "leiden", "kmeans", "estimate_n_clusters", "knn_graph"]
+__all__ = ["transfer_labels", "leiden", "kmeans", "estimate_n_clusters", "knn_graph", "consensus_clusters"]

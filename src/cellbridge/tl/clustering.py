@@ -13,7 +13,10 @@ from sklearn.neighbors import NearestNeighbors
 
 from .._errors import CellBridgeInputError
 
-__all__ = ["knn_graph", "leiden", "kmeans", "estimate_n_clusters"]
+__all__ = ["knn_graph", "leiden", "kmeans", "estimate_n_clusters", "consensus_clusters"]
+
+#: Above this many cells :func:`consensus_clusters` builds its tree on a sample (memory ~ n²).
+CONSENSUS_MAX_CELLS = 10_000
 
 
 def as_embedding(emb, name: str = "emb", *, min_rows: int = 1) -> np.ndarray:
@@ -241,3 +244,74 @@ def estimate_n_clusters(
     labels = leiden(emb, resolution=resolution, n_neighbors=n_neighbors, seed=seed)
     sizes = np.bincount(labels)
     return max(int((sizes >= min_size).sum()), 1)
+
+
+def _label_codes(labelings, n_clusters: int) -> np.ndarray:
+    """Validate clusterings of the same cells; ``(cells, clusterings)`` integer codes."""
+    arrays = [np.asarray(lab) for lab in labelings]
+    if not arrays or any(a.ndim != 1 for a in arrays):
+        raise CellBridgeInputError("`labelings` must be a non-empty list of 1-D label arrays.")
+    n = arrays[0].shape[0]
+    if any(a.shape[0] != n for a in arrays):
+        raise CellBridgeInputError(
+            f"all clusterings must label the same cells; got lengths {[a.shape[0] for a in arrays]}."
+        )
+    if not 1 <= int(n_clusters) <= n:
+        raise CellBridgeInputError(
+            f"`n_clusters` must be between 1 and the number of cells ({n}), got {n_clusters}."
+        )
+    return np.stack([np.unique(a, return_inverse=True)[1].ravel() for a in arrays], axis=1)
+
+
+def _one_hot(codes: np.ndarray) -> sp.csr_matrix:
+    """Cells x (all clusters of all clusterings) indicator matrix."""
+    offsets = np.concatenate([[0], np.cumsum(codes.max(axis=0) + 1)])
+    cols = (codes + offsets[:-1]).ravel()
+    rows = np.repeat(np.arange(codes.shape[0]), codes.shape[1])
+    return sp.csr_matrix((np.ones(cols.size, dtype=np.float32), (rows, cols)),
+                         shape=(codes.shape[0], int(offsets[-1])))
+
+
+def consensus_clusters(labelings, n_clusters: int, *, max_cells: int = CONSENSUS_MAX_CELLS,
+                       seed: int = 0) -> np.ndarray:
+    """Consensus of several clusterings of the same cells (evidence accumulation).
+
+    The co-association of two cells is the fraction of the clusterings that put them in one
+    cluster; cells are clustered by average linkage on ``1 - co-association`` and the tree is cut
+    into ``n_clusters`` clusters (Fred & Jain, IEEE TPAMI 2005). Above ``max_cells`` cells the
+    tree is built on a seeded sample of ``max_cells`` cells (the co-association matrix is
+    quadratic in cells), and every cell then joins the consensus cluster with which its mean
+    co-association is highest (a cluster can then come out empty).
+
+    Parameters
+    ----------
+    labelings
+        Sequence of label arrays (any hashable labels), one per clustering, each over the same
+        cells in the same order.
+    n_clusters
+        Number of consensus clusters.
+    max_cells
+        Largest number of cells clustered exactly.
+    seed
+        Seed of the sample above ``max_cells``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Integer labels (0 = largest cluster).
+    """
+    from sklearn.cluster import AgglomerativeClustering
+
+    codes = _label_codes(labelings, n_clusters)
+    onehot, n_runs, n = _one_hot(codes), codes.shape[1], codes.shape[0]
+    rows = np.arange(n) if n <= max_cells else \
+        np.sort(np.random.default_rng(seed).choice(n, max_cells, replace=False))
+    sample = onehot[rows]
+    distance = 1.0 - (sample @ sample.T).toarray().astype(np.float64) / n_runs
+    tree = AgglomerativeClustering(int(n_clusters), metric="precomputed",
+                                   linkage="average").fit_predict(distance)
+    if n <= max_cells:
+        return _relabel_by_size(tree)
+    members = sp.csr_matrix((np.ones(tree.size), (np.arange(tree.size), tree)))
+    share = (sample.T @ members).toarray() / np.bincount(tree)  # label -> fraction per cluster
+    return _relabel_by_size((onehot @ share).argmax(axis=1))

@@ -1,0 +1,47 @@
+"""Probe: train the scMDCF default (an ensemble) at the true K once and score its consensus tree
+cut at other cluster counts (to compare with baselines that stop at fewer clusters).
+
+    python benchmarks/scmdcf_consensus_cut.py DATASET --seed S --cuts 23,25 [--set key=json ...]
+
+Prints one JSON line per cut (the true K included). Labels are used only for scoring.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scmdcf_benchmark import _parse_set, evaluate_labels, load_dataset
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dataset")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cuts", default="", help="comma-separated cluster counts besides the true K")
+    ap.add_argument("--set", action="append", default=[])
+    args = ap.parse_args()
+    import torch
+
+    import cellbridge as cb
+    from cellbridge.tl import consensus_clusters
+
+    torch.set_num_threads(1)
+    rna, other, label_key = load_dataset(args.dataset)
+    k = int(rna.obs[label_key].nunique())
+    model = cb.scMDCF(rna, other, n_clusters=k, seed=args.seed, accelerator="cpu",
+                      **_parse_set(args.set)).train(progress=False)
+    z, dim = model.get_latent(), model.hyperparams["z_dim"]
+    members = [model._member_clusters(m, z[:, i * dim:(i + 1) * dim], model.member_seed(i),
+                                      model.hyperparams["cluster_method"])
+               for i, m in enumerate(model.modules_)]
+    for cut in [k, *(int(c) for c in args.cuts.split(",") if c)]:
+        scores = evaluate_labels(model.rna, label_key, consensus_clusters(members, cut, seed=args.seed))
+        print(json.dumps({"dataset": args.dataset, "seed": args.seed, "k_true": k, "cut": cut,
+                          **{m: round(float(v), 4) for m, v in scores.items()}}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
