@@ -49,6 +49,7 @@ VARIANTS = {  # option bundles measured beside the presets: name -> (preset, ove
     "scmdcf_option_pca_lsi": ("default", {"rna_representation": "pca", "atac_representation": "lsi"}),
     "scmdcf_option_pca": ("default", {"rna_representation": "pca"}),
     "scmdcf_default_single": ("default", {"n_models": 1}),  # the default without its ensemble
+    "scmdcf_default_ensemble": ("default", {"ensemble_max_cells": None}),  # ensemble at any size
 }
 WNN_BASELINES = ["leiden_wnn"]  # muon's weighted-nearest-neighbour graph (optional dependency)
 METHODS = ["scmdcf_reference", "scmdcf_default", *VARIANTS, *BASELINES, *WNN_BASELINES]
@@ -380,7 +381,9 @@ def main() -> None:
         done = {_row_key(r) for r in rows}
         rows = [r for r in prev["results"] if _row_key(r) not in done] + rows
         meta["command"] = prev["meta"]["command"] + " ; then " + meta["command"]
-        meta.setdefault("note", prev["meta"].get("note"))
+        notes = [n for n in (prev["meta"].get("note"), meta.get("note")) if n]
+        if notes:
+            meta["note"] = " | ".join(dict.fromkeys(notes))
     order = {d: i for i, d in enumerate(DATASETS)}
     rows.sort(key=lambda r: (order.get(r["dataset"], 99), METHODS.index(r["method"])
                              if r["method"] in METHODS else 99, r["k_mode"] != "true"))

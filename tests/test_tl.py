@@ -145,3 +145,4 @@ def test_consensus_clusters_errors():
         consensus_clusters([[0, 1, 1]], 4)
     with pytest.raises(CellBridgeInputError, match="non-empty"):
         consensus_clusters([], 2)
+    assert consensus_clusters([[3]], 1).tolist() == [0]

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-clusters", type=int, help="K (estimated when omitted)")
     p.add_argument("--pretrain-epochs", type=int, help="default: the preset's (200)")
     p.add_argument("--finetune-epochs", type=int, help="default: the preset's (200)")
-    p.add_argument("--n-models", type=int, help="ensemble size (default: the preset's; 5 for default up to 20,000 cells)")
+    p.add_argument("--n-models", type=int, help="ensemble size (default: the preset's; 5 for default up to 5,000 cells)")
     p.add_argument("--preset", default="default", choices=["default", "reference"])
     p.add_argument("--layer-rna")
     p.add_argument("--layer-other")

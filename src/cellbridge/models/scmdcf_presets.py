@@ -70,14 +70,14 @@ def _default(modality: str) -> dict[str, Any]:
     HVF peaks; proteins stay z-scored), linear decoder outputs (defect E2), reconstruction /
     contrastive weights scaled by each modality's label-free informativeness
     (``modality_weighting="agreement"``, power 4; a modality weighted below 0.2 is left out of
-    the losses), and final KMeans started from the fine-tuned DEC centroids. Up to 20,000 cells an
-    ensemble of 5 models whose labels are combined by consensus; above, one model trained in
-    mini-batches of 256."""
+    the losses), and final KMeans started from the fine-tuned DEC centroids. Up to 5,000 cells an
+    ensemble of 5 models whose labels are combined by consensus (above, one model); mini-batches
+    of 256 above 20,000 cells."""
     hp = _reference(modality)
     hp.update(rna_representation="pca", atac_representation="pca", output_activation="linear",
               modality_weighting="agreement", modality_weight_power=4.0, modality_weight_floor=0.2,
               cluster_method="kmeans_dec_init", batch_size=256, full_batch_max=20000,
-              n_models=5, ensemble_max_cells=20000)
+              n_models=5, ensemble_max_cells=5000)
     return hp
 
 

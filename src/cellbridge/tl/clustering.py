@@ -303,6 +303,8 @@ def consensus_clusters(labelings, n_clusters: int, *, max_cells: int = CONSENSUS
     from sklearn.cluster import AgglomerativeClustering
 
     codes = _label_codes(labelings, n_clusters)
+    if int(n_clusters) == 1:
+        return np.zeros(codes.shape[0], dtype=np.int64)
     onehot, n_runs, n = _one_hot(codes), codes.shape[1], codes.shape[0]
     rows = np.arange(n) if n <= max_cells else \
         np.sort(np.random.default_rng(seed).choice(n, max_cells, replace=False))
