@@ -33,10 +33,7 @@ def main() -> None:
     k = int(rna.obs[label_key].nunique())
     model = cb.scMDCF(rna, other, n_clusters=k, seed=args.seed, accelerator="cpu",
                       **_parse_set(args.set)).train(progress=False)
-    z, dim = model.get_latent(), model.hyperparams["z_dim"]
-    members = [model._member_clusters(m, z[:, i * dim:(i + 1) * dim], model.member_seed(i),
-                                      model.hyperparams["cluster_method"])
-               for i, m in enumerate(model.modules_)]
+    members = model.member_clusters()
     for cut in [k, *(int(c) for c in args.cuts.split(",") if c)]:
         scores = evaluate_labels(model.rna, label_key, consensus_clusters(members, cut, seed=args.seed))
         print(json.dumps({"dataset": args.dataset, "seed": args.seed, "k_true": k, "cut": cut,

@@ -88,6 +88,7 @@ def test_ensemble_members_seeding_and_consensus():
     per_member = [KMeans(ensemble.n_clusters_, init=m.centers.detach().numpy().astype(np.float64),
                          n_init=1).fit_predict(z[:, 8 * i:8 * i + 8].astype(np.float64))
                   for i, m in enumerate(ensemble.modules_)]
+    assert all(np.array_equal(got, ref) for got, ref in zip(ensemble.member_clusters(), per_member))
     assert np.array_equal(ensemble.predict_clusters(), consensus_clusters(per_member, ensemble.n_clusters_))
     assert len(fit(rna, adt, n_clusters=3, ensemble_max_cells=50, epochs=(1, 1)).modules_) == 1
     with pytest.raises(CellBridgeInputError, match="n_models"):

@@ -373,9 +373,13 @@ class scMDCF:  # the published method's name
     def get_latent(self) -> np.ndarray:
         """Fused embedding ``z`` of the prepared cells (``self.rna.obs_names``): cells x z_dim, or
         the members' ``z`` side by side (cells x n_models·z_dim) for an ensemble."""
+        return np.hstack(self._member_latents())
+
+    def _member_latents(self) -> list[np.ndarray]:
+        """Each ensemble member's ``z`` of the prepared cells."""
         self._require_trained()
         source = self._source()
-        return np.hstack([M.embed(module, source).cpu().numpy() for module in self.modules_])
+        return [M.embed(module, source).cpu().numpy() for module in self.modules_]
 
     def predict_clusters(self, method: str | None = None) -> np.ndarray:
         """Cluster labels by ``method`` on each member's ``z``, combined over an ensemble by
@@ -387,19 +391,26 @@ class scMDCF:  # the published method's name
         started from the fine-tuned DEC centroids, one run). None uses the preset's
         ``cluster_method``.
         """
-        self._require_trained()
+        return self._combine(self.member_clusters(method))
+
+    def member_clusters(self, method: str | None = None, latents: list[np.ndarray] | None = None
+                        ) -> list[np.ndarray]:
+        """Each ensemble member's labels by ``method`` (see :meth:`predict_clusters`) on its own
+        ``z`` (``latents``: the members' ``z`` when already computed)."""
         method = method or self.hyperparams["cluster_method"]
         if method not in CLUSTER_METHODS:
             raise CellBridgeInputError(f"`method` must be one of {CLUSTER_METHODS}, got {method!r}.")
-        source = self._source()
-        labels = [self._member_clusters(module, M.embed(module, source).cpu().numpy(),
-                                        self.member_seed(i), method)
-                  for i, module in enumerate(self.modules_)]
-        if len(labels) == 1:
-            return labels[0]
-        return consensus_clusters(labels, self.n_clusters_, seed=self.seed)
+        latents = self._member_latents() if latents is None else latents
+        return [self._cluster_member(module, z, self.member_seed(i), method)
+                for i, (module, z) in enumerate(zip(self.modules_, latents))]
 
-    def _member_clusters(self, module: M.ScMDCFModule, z: np.ndarray, seed: int, method: str) -> np.ndarray:
+    def _combine(self, labelings: list[np.ndarray]) -> np.ndarray:
+        """The only member's labels, or the consensus of the members' labels."""
+        if len(labelings) == 1:
+            return labelings[0]
+        return consensus_clusters(labelings, self.n_clusters_, seed=self.seed)
+
+    def _cluster_member(self, module: M.ScMDCFModule, z: np.ndarray, seed: int, method: str) -> np.ndarray:
         """One member's labels (see :meth:`predict_clusters`)."""
         from sklearn.cluster import KMeans
 
@@ -423,7 +434,8 @@ class scMDCF:  # the published method's name
         (default: the prepared ones) restricted to the model's cells, in the model's order. With
         ``copy=False`` writes in place (cells the model dropped get NaN) and returns None.
         """
-        z, labels = self.get_latent(), self.predict_clusters(method)
+        latents = self._member_latents()  # embedded once for both outputs
+        z, labels = np.hstack(latents), self._combine(self.member_clusters(method, latents))
         targets = [a for a in ((rna, other) if rna is not None else (self.rna, self.other)) if a is not None]
         if copy:
             outs = [a[self.rna.obs_names].copy() for a in targets]

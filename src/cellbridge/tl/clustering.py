@@ -208,14 +208,17 @@ def kmeans(
     from sklearn.cluster import KMeans
 
     X = as_embedding(emb)
-    if not 1 <= int(n_clusters) <= X.shape[0]:
-        raise CellBridgeInputError(
-            f"`n_clusters` must be between 1 and the number of cells ({X.shape[0]}), "
-            f"got {n_clusters}; pass a smaller K or use `estimate_n_clusters(emb)`."
-        )
+    _check_n_clusters(n_clusters, X.shape[0], "; pass a smaller K or use `estimate_n_clusters(emb)`")
     model = KMeans(n_clusters=int(n_clusters), n_init=n_init, random_state=seed).fit(X)
     labels = model.labels_.astype(np.int64)
     return (labels, model.cluster_centers_) if return_centers else labels
+
+
+def _check_n_clusters(n_clusters: int, n_cells: int, hint: str = "") -> None:
+    if not 1 <= int(n_clusters) <= n_cells:
+        raise CellBridgeInputError(
+            f"`n_clusters` must be between 1 and the number of cells ({n_cells}), got {n_clusters}{hint}."
+        )
 
 
 def estimate_n_clusters(
@@ -256,10 +259,7 @@ def _label_codes(labelings, n_clusters: int) -> np.ndarray:
         raise CellBridgeInputError(
             f"all clusterings must label the same cells; got lengths {[a.shape[0] for a in arrays]}."
         )
-    if not 1 <= int(n_clusters) <= n:
-        raise CellBridgeInputError(
-            f"`n_clusters` must be between 1 and the number of cells ({n}), got {n_clusters}."
-        )
+    _check_n_clusters(n_clusters, n)
     return np.stack([np.unique(a, return_inverse=True)[1].ravel() for a in arrays], axis=1)
 
 
