@@ -50,6 +50,8 @@ VARIANTS = {  # option bundles measured beside the presets: name -> (preset, ove
     "scmdcf_option_pca": ("default", {"rna_representation": "pca"}),
     "scmdcf_default_single": ("default", {"n_models": 1}),  # the default without its ensemble
     "scmdcf_default_ensemble": ("default", {"ensemble_max_cells": None}),  # ensemble at any size
+    # 5 members at any size, the one with the lowest pre-training reconstruction error kept
+    "scmdcf_default_select": ("default", {"ensemble_max_cells": None, "ensemble_combine": "select"}),
 }
 WNN_BASELINES = ["leiden_wnn"]  # muon's weighted-nearest-neighbour graph (optional dependency)
 METHODS = ["scmdcf_reference", "scmdcf_default", *VARIANTS, *BASELINES, *WNN_BASELINES]
@@ -381,6 +383,8 @@ def main() -> None:
         done = {_row_key(r) for r in rows}
         rows = [r for r in prev["results"] if _row_key(r) not in done] + rows
         meta["command"] = prev["meta"]["command"] + " ; then " + meta["command"]
+        seeds = set(str(prev["meta"].get("seed", "0")).split(",")) | set(args.seeds.split(","))
+        meta["seed"] = ",".join(sorted(seeds, key=int))
         notes = [n for n in (prev["meta"].get("note"), meta.get("note")) if n]
         if notes:
             meta["note"] = " | ".join(dict.fromkeys(notes))

@@ -95,6 +95,24 @@ def test_ensemble_members_seeding_and_consensus():
         cb.scMDCF(rna, adt, n_clusters=3, n_models=0)
 
 
+def test_ensemble_select_keeps_lowest_reconstruction_member(tmp_path):
+    rna, adt = make_pair()
+    kw = {"n_clusters": 3, "seed": 5, "n_models": 3}  # seed 5: the last member fits best
+    full = fit(rna, adt, **kw)
+    picked = fit(rna, adt, ensemble_combine="select", **kw)
+    weights = picked.hyperparams["pretrain_weights"]
+    last = {h["member"]: h for h in picked.history_ if h["phase"] == "pretrain"}  # last epoch wins
+    scores = {i: weights["rec_rna"] * h["rec_rna"] + weights["rec_other"] * h["rec_other"] for i, h in last.items()}
+    best = min(scores, key=scores.get)
+    assert best == 2 and picked.member_ids_ == [best] and len(picked.modules_) == 1
+    assert picked.member_scores_ == pytest.approx(scores)
+    assert np.array_equal(picked.get_latent(), full.get_latent()[:, 8 * best:8 * best + 8])
+    assert np.array_equal(picked.predict_clusters(), full.member_clusters()[best])
+    picked.save(tmp_path / "m")
+    loaded = cb.scMDCF.load(tmp_path / "m", rna, adt, accelerator="cpu")
+    assert loaded.member_ids_ == [best] and np.array_equal(loaded.get_latent(), picked.get_latent())
+
+
 def test_k_errors_and_estimation():
     rna, adt = make_pair()
     with pytest.raises(CellBridgeInputError, match="n_clusters"):

@@ -81,12 +81,14 @@ def test_two_processes_train_every_ensemble_member(data, tmp_path):
     _same_training(model, single, loss_keys=("loss", "rec_rna", "rec_other", "cl"))
 
 
-def test_torchrun_environment_single_process_is_exact(data, monkeypatch):
+@pytest.mark.parametrize("n_models", [1, 2])
+def test_torchrun_environment_single_process_is_exact(data, monkeypatch, n_models):
     """Under torchrun with one rank the data-parallel code path is bit-identical (fixed DEC target,
-    K estimated on rank 0 and broadcast)."""
+    K estimated on rank 0 and broadcast), also when the process group is set up and torn down
+    once per ensemble member."""
     from cellbridge.models.distributed import _free_port
 
-    kw = {"n_clusters": None, "dec_target": "fixed", "target_update_interval": 2}
+    kw = {"n_clusters": None, "dec_target": "fixed", "target_update_interval": 2, "n_models": n_models}
     reference = _model(data, **kw).train(2, 2, progress=False)
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(_free_port())}.items():
@@ -94,6 +96,7 @@ def test_torchrun_environment_single_process_is_exact(data, monkeypatch):
     model = _model(data, **kw)
     train_distributed(model, pretrain_epochs=2, finetune_epochs=2, progress=False)
     assert model.n_clusters_ == reference.n_clusters_ and model.n_clusters_source_.startswith("estimated")
+    assert {h["member"] for h in model.history_} == set(range(n_models))
     _same_training(model, reference, exact=True)
     assert not torch.distributed.is_initialized()
 

@@ -179,6 +179,14 @@ def fit_module(module: M.ScMDCFModule, source: PairedBatches, cfg: dict[str, Any
     return {"history": history, "n_clusters": n_clusters}
 
 
+def _pretrain_fit(history: list[dict[str, Any]], weights: dict[str, float]) -> float:
+    """``Σ_m weights_m · rec_m`` of the last pre-training epoch in ``history`` (inf without one)."""
+    rows = [row for row in history if row["phase"] == "pretrain"]
+    if not rows:
+        return float("inf")
+    return weights["rec_rna"] * rows[-1]["rec_rna"] + weights["rec_other"] * rows[-1]["rec_other"]
+
+
 def _module_device(module: torch.nn.Module) -> torch.device:
     """Device of ``module``'s parameters."""
     return next(module.parameters()).device
@@ -248,8 +256,8 @@ class scMDCF:  # the published method's name
         self.n_clusters_source_ = "given" if n_clusters is not None else None
         self.history_: list[dict[str, float]] = []
         self.is_trained_ = False
-        n_models = effective_n_models(self.hyperparams, self.rna.n_obs)
-        self.modules_ = [self._build_module(n_clusters or 1, self.member_seed(i)) for i in range(n_models)]
+        self.member_ids_ = list(range(effective_n_models(self.hyperparams, self.rna.n_obs)))
+        self.modules_ = [self._build_module(n_clusters or 1, self.member_seed(i)) for i in self.member_ids_]
 
     @property
     def module(self) -> M.ScMDCFModule:
@@ -338,7 +346,7 @@ class scMDCF:  # the published method's name
         result) and record the results; the K of the first member (given or estimated) is used by
         the others."""
         k, results = self.n_clusters_, []
-        for i, module in enumerate(self.modules_):
+        for i, module in zip(self.member_ids_, self.modules_):
             results.append(fit(module, self.member_seed(i), k))
             k = results[-1]["n_clusters"]
             if len(self.modules_) > 1:
@@ -356,7 +364,9 @@ class scMDCF:  # the published method's name
 
     def _set_trained(self, results: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
         """Record what :func:`fit_module` returned for each member (history rows get ``member``)."""
-        self.history_ = [{**row, "member": i} for i, r in enumerate(results) for row in r["history"]]
+        self.history_ = [{**row, "member": i} for i, r in zip(self.member_ids_, results) for row in r["history"]]
+        if len(self.modules_) > 1 and cfg["ensemble_combine"] == "select":
+            self._keep_best_fit(results, cfg)
         if self.n_clusters_ is None:
             self.n_clusters_ = int(results[0]["n_clusters"])
             self.n_clusters_source_ = f"estimated (Leiden, resolution {cfg['leiden_resolution']})"
@@ -364,6 +374,16 @@ class scMDCF:  # the published method's name
                         self.n_clusters_)
         self.is_trained_ = True
         self._train_cfg = {k: cfg[k] for k in ("pretrain_epochs", "finetune_epochs", "batch_size")}
+
+    def _keep_best_fit(self, results: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
+        """Keep only the member with the lowest reconstruction part of the pre-training objective
+        (``Σ_m weight_m · rec_m`` of its last pre-training epoch), as KMeans keeps its restart
+        with the lowest inertia; the scores are in ``member_scores_``."""
+        scores = [_pretrain_fit(r["history"], cfg["pretrain_weights"]) for r in results]
+        best = int(np.argmin(scores))
+        self.member_scores_ = dict(zip(self.member_ids_, map(float, scores)))
+        self.member_ids_, self.modules_ = [self.member_ids_[best]], [self.modules_[best]]
+        logger.info("scMDCF: kept ensemble member %d (lowest reconstruction error)", self.member_ids_[0])
 
     # ------------------------------------------------------------------ outputs
     def _require_trained(self) -> None:
@@ -402,7 +422,7 @@ class scMDCF:  # the published method's name
             raise CellBridgeInputError(f"`method` must be one of {CLUSTER_METHODS}, got {method!r}.")
         latents = self._member_latents() if latents is None else latents
         return [self._cluster_member(module, z, self.member_seed(i), method)
-                for i, (module, z) in enumerate(zip(self.modules_, latents))]
+                for i, module, z in zip(self.member_ids_, self.modules_, latents)]
 
     def _combine(self, labelings: list[np.ndarray]) -> np.ndarray:
         """The only member's labels, or the consensus of the members' labels."""
@@ -459,6 +479,7 @@ class scMDCF:  # the published method's name
         self._require_trained()
         meta = {"model": "scMDCF", "init": self._init, "n_clusters_": self.n_clusters_,
                 "n_clusters_source_": self.n_clusters_source_, "history": self.history_,
+                "member_ids": self.member_ids_,
                 "var_names_rna": self.rna.var_names.tolist(),
                 "var_names_other": self.other.var_names.tolist(),
                 "obs_names": self.rna.obs_names.tolist()}
@@ -481,6 +502,8 @@ class scMDCF:  # the published method's name
                     f"The features selected from the data given to `load` differ from the saved "
                     f"model's ({key}); pass the same data the model was trained on."
                 )
+        kept = meta.get("member_ids", model.member_ids_)
+        model.member_ids_, model.modules_ = kept, [model.modules_[i] for i in kept]
         torch.nn.ModuleList(model.modules_).load_state_dict(state)
         model.n_clusters_source_ = meta["n_clusters_source_"]
         model.history_ = meta["history"]

@@ -60,6 +60,7 @@ def _reference(modality: str) -> dict[str, Any]:
         # ensemble of independently seeded models, labels by consensus (not in the reference)
         "n_models": 1,
         "ensemble_max_cells": None,
+        "ensemble_combine": "consensus",
         "leiden_resolution": 1.0,
     }
 
@@ -112,6 +113,7 @@ def _check_choices(hp: dict[str, Any]) -> None:
         "rna_representation": ("hvf", "pca"),
         "cluster_method": CLUSTER_METHODS,
         "modality_weighting": ("none", "agreement"),
+        "ensemble_combine": ("consensus", "select"),
     }
     for key, allowed in choices.items():
         if hp[key] not in allowed:
