@@ -35,10 +35,11 @@ def knn(
 
     ``method="exact"`` searches by brute force; ``"hnsw"`` an hnswlib graph (M=32,
     ef_construction=200) searched with ``ef`` candidates (None: ``max(50, k)`` as in the
-    reference); ``"ivf"`` a faiss inverted file (see :func:`ivf_index`) searching the ``nprobe``
-    lists nearest to each query exactly; ``"auto"`` is exact while both sides have at most
-    ``EXACT_KNN_MAX_CELLS`` rows and ``ann`` above. Rows with fewer than ``k`` neighbours found
-    (possible with ``"ivf"``) are padded with -1.
+    reference; the graph is built on one thread so that a seed always gives the same neighbours,
+    ``n_threads`` serve the queries); ``"ivf"`` a faiss inverted file (see :func:`ivf_index`)
+    searching the ``nprobe`` lists nearest to each query exactly; ``"auto"`` is exact while both
+    sides have at most ``EXACT_KNN_MAX_CELLS`` rows and ``ann`` above. Rows with fewer than ``k``
+    neighbours found (possible with ``"ivf"``) are padded with -1.
     """
     k = min(k, reference.shape[0])
     if method == "auto":
@@ -46,8 +47,8 @@ def knn(
     if method == "exact":
         nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute", n_jobs=n_threads)
         return nn.fit(reference).kneighbors(query, return_distance=False)
-    if method == "hnsw":
-        return hnsw_query(hnsw_index(reference, seed, n_threads), query, k, ef, n_threads)
+    if method == "hnsw":  # built on one thread: hnswlib's parallel insertion order is not reproducible
+        return hnsw_query(hnsw_index(reference, seed, n_threads=1), query, k, ef, n_threads)
     if method == "ivf":
         return ivf_query(ivf_index(reference, seed, n_threads=n_threads), query, k, nprobe, n_threads)
     raise CellBridgeInputError(f"knn method must be 'auto', 'exact', 'hnsw' or 'ivf', got {method!r}.")
