@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import pytest
 from sklearn.metrics import adjusted_rand_score
 from test_paired_pp import make_pair
 
 import cellbridge as cb
+from cellbridge import CellBridgeWarning
 from cellbridge.models.scmdcf import leiden_n_clusters, modality_agreement_weights
 from cellbridge.models.scmdcf_presets import resolve_hyperparams
 from cellbridge.pp import prepare_paired
@@ -64,9 +68,12 @@ def test_modality_below_the_floor_leaves_the_losses(monkeypatch):
     monkeypatch.setattr(scmdcf, "modality_agreement_weights", lambda *a, **k: (1.0, 0.6))
     rna, adt = make_pair(n=60)
     base = resolve_hyperparams("default", "protein", {})
-    kept = cb.scMDCF(rna, adt, n_clusters=3, accelerator="cpu", modality_weight_floor=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CellBridgeWarning)  # nothing left out: no warning
+        kept = cb.scMDCF(rna, adt, n_clusters=3, accelerator="cpu", modality_weight_floor=0.1)
     assert np.isclose(kept.modality_weights_[1], 0.6**4)  # 0.13 >= 0.1: kept, scaled
-    dropped = cb.scMDCF(rna, adt, n_clusters=3, accelerator="cpu")  # default floor 0.2
+    with pytest.warns(CellBridgeWarning, match="protein input agrees too little with RNA"):
+        dropped = cb.scMDCF(rna, adt, n_clusters=3, accelerator="cpu")  # default floor 0.2
     assert dropped.modality_weights_ == (1.0, 0.0)
     for phase in ("pretrain_weights", "finetune_weights"):
         hp = dropped.hyperparams[phase]

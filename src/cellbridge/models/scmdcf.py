@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._errors import CellBridgeInputError
+from .._errors import CellBridgeInputError, CellBridgeWarning
 from ..pp.paired import infer_modality, prepare_paired, split_mudata
 from ..tl.clustering import consensus_clusters
 from . import scmdcf_module as M
@@ -187,6 +188,20 @@ def _pretrain_fit(history: list[dict[str, Any]], weights: dict[str, float]) -> f
     return weights["rec_rna"] * rows[-1]["rec_rna"] + weights["rec_other"] * rows[-1]["rec_other"]
 
 
+def _warn_dropped_modality(weights: tuple[float, float], modality: str, floor: float) -> None:
+    """Warn when the agreement weighting leaves a modality out of the losses."""
+    names = ("RNA", modality)
+    for i in (0, 1):
+        if weights[i] == 0.0:
+            dropped, kept = names[i], names[1 - i]
+            warnings.warn(
+                f"The {dropped} input agrees too little with {kept} (agreement weight below {floor}) "
+                f"and was left out of scMDCF's losses: the clusters come essentially from {kept} "
+                f"alone. Compare them with KMeans/Leiden on {kept} PCA (docs/scmdcf.md, 'Where the "
+                "default does not beat the best baseline'), or pass modality_weighting='none' to "
+                "keep both.", CellBridgeWarning, stacklevel=4)
+
+
 def _module_device(module: torch.nn.Module) -> torch.device:
     """Device of ``module``'s parameters."""
     return next(module.parameters()).device
@@ -291,6 +306,7 @@ class scMDCF:  # the published method's name
             self.hyperparams[phase]["rec_other"] *= w[1]
             self.hyperparams[phase]["cl"] *= min(w)
         logger.info("scMDCF: modality weights RNA %.3f, %s %.3f", w[0], self.modality, w[1])
+        _warn_dropped_modality(w, self.modality, self.hyperparams["modality_weight_floor"])
         return w
 
     def _build_module(self, n_clusters: int, seed: int) -> M.ScMDCFModule:
