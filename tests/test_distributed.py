@@ -131,3 +131,29 @@ def test_rejects_uneven_batch_before_spawning(problem):
     model, _, _ = problem
     with pytest.raises(CellBridgeInputError, match="multiple of world_size"):
         train_distributed(model, world_size=3, batch_size=64)
+
+
+def test_spawn_starts_again_only_when_a_rank_could_not_join(monkeypatch):
+    import torch.multiprocessing as mp
+
+    from cellbridge.models import distributed
+
+    def failing(message):
+        def spawn_once(*args):
+            calls.append(args[4])  # the rendezvous address of this attempt
+            raise mp.ProcessRaisedException(message, 0, 0)
+        return spawn_once
+
+    calls: list[str] = []
+    ports = iter(range(1, 10))
+    monkeypatch.setattr(distributed, "_free_port", lambda: next(ports))
+    monkeypatch.setattr(distributed, "_spawn_once", failing("... GroupStartError: rank 1 could not join"))
+    with pytest.raises(mp.ProcessRaisedException, match="GroupStartError"):
+        distributed._spawn(None, None, 2, "gloo", None, 1, attempts=3)
+    assert calls == [f"tcp://127.0.0.1:{p}" for p in (1, 2, 3)]  # a fresh port each time
+
+    calls.clear()
+    monkeypatch.setattr(distributed, "_spawn_once", failing("ValueError: bad data in rank 0"))
+    with pytest.raises(mp.ProcessRaisedException, match="bad data"):
+        distributed._spawn(None, None, 2, "gloo", None, 1, attempts=3)
+    assert len(calls) == 1  # a training error is not retried

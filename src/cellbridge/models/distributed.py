@@ -385,6 +385,10 @@ def _device(backend: str, local_rank: int) -> torch.device:
     return torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
 
 
+class GroupStartError(RuntimeError):
+    """A spawned rank could not join the process group; nothing had been trained."""
+
+
 def _worker(rank: int, train_rank: RankFn, world_size: int, backend: str, init_method: str, job: object,
             threads: int, out: str) -> None:
     """Entry point of a spawned process; rank 0 writes its result (history, weights) to ``out``."""
@@ -393,7 +397,10 @@ def _worker(rank: int, train_rank: RankFn, world_size: int, backend: str, init_m
     device = _device(backend, rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
+    try:
+        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
+    except RuntimeError as err:
+        raise GroupStartError(f"rank {rank} could not join the process group: {err}") from err
     try:
         result = train_rank(job, device)
         if rank == 0:
@@ -404,8 +411,26 @@ def _worker(rank: int, train_rank: RankFn, world_size: int, backend: str, init_m
 
 
 def _spawn(train_rank: RankFn, job: object, world_size: int, backend: str, init_method: str | None,
-           threads: int) -> dict:
-    init_method = init_method or f"tcp://127.0.0.1:{_free_port()}"
+           threads: int, attempts: int = 3) -> dict:
+    """Spawn the group; when a rank fails to join it (gloo's connection set-up now and then times
+    out on a single machine), start again on a fresh port, up to ``attempts`` times."""
+    def once() -> dict:
+        address = init_method or f"tcp://127.0.0.1:{_free_port()}"
+        return _spawn_once(train_rank, job, world_size, backend, address, threads)
+
+    for attempt in range(1, attempts):
+        try:
+            return once()
+        except mp.ProcessRaisedException as err:
+            if GroupStartError.__name__ not in str(err):
+                raise
+            logger.warning("Starting the process group failed (attempt %d of %d); starting again.",
+                           attempt, attempts)
+    return once()
+
+
+def _spawn_once(train_rank: RankFn, job: object, world_size: int, backend: str, init_method: str,
+                threads: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="cellbridge-ddp-") as tmp:
         out = os.path.join(tmp, "result.pt")
         mp.spawn(_worker, args=(train_rank, world_size, backend, init_method, job, threads, out),
