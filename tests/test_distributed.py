@@ -153,6 +153,11 @@ def test_spawn_starts_again_only_when_a_rank_could_not_join(monkeypatch):
     assert calls == [f"tcp://127.0.0.1:{p}" for p in (1, 2, 3)]  # a fresh port each time
 
     calls.clear()
+    with pytest.raises(mp.ProcessRaisedException, match="GroupStartError"):
+        distributed._spawn(None, None, 2, "gloo", "tcp://10.0.0.1:29500", 1, attempts=3)
+    assert calls == ["tcp://10.0.0.1:29500"]  # the user's address is not retried
+
+    calls.clear()
     monkeypatch.setattr(distributed, "_spawn_once", failing("ValueError: bad data in rank 0"))
     with pytest.raises(mp.ProcessRaisedException, match="bad data"):
         distributed._spawn(None, None, 2, "gloo", None, 1, attempts=3)

@@ -412,12 +412,14 @@ def _worker(rank: int, train_rank: RankFn, world_size: int, backend: str, init_m
 
 def _spawn(train_rank: RankFn, job: object, world_size: int, backend: str, init_method: str | None,
            threads: int, attempts: int = 3) -> dict:
-    """Spawn the group; when a rank fails to join it (gloo's connection set-up now and then times
-    out on a single machine), start again on a fresh port, up to ``attempts`` times."""
+    """Spawn the group. On a local port of our choosing, when a rank fails to join the group
+    (gloo's connection set-up now and then times out on a single machine), start again on a fresh
+    port, up to ``attempts`` times; a user's ``init_method`` is tried once."""
     def once() -> dict:
         address = init_method or f"tcp://127.0.0.1:{_free_port()}"
         return _spawn_once(train_rank, job, world_size, backend, address, threads)
 
+    attempts = attempts if init_method is None else 1
     for attempt in range(1, attempts):
         try:
             return once()
