@@ -1,7 +1,7 @@
 """CellBridge: single-cell multi-omics integration with contrastive learning.
 
 ``import cellbridge as cb`` then ``cb.pp``, ``cb.tl``, ``cb.pl``, ``cb.metrics``, ``cb.io``,
-``cb.datasets``, ``cb.BiCLUM`` and ``cb.scMDCF``. Sub-packages load on first use so that
+``cb.datasets``, ``cb.neighbors``, ``cb.BiCLUM`` and ``cb.scMDCF``. Sub-packages load on first use so that
 ``import cellbridge`` stays fast (torch is only imported with a model).
 """
 
@@ -13,7 +13,7 @@ from ._errors import CellBridgeInputError, CellBridgeWarning
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"pp", "tl", "pl", "metrics", "io", "datasets", "models", "pairs"}
+_SUBMODULES = {"pp", "tl", "pl", "metrics", "io", "datasets", "models", "neighbors"}
 _MODELS = {"BiCLUM": ".models.biclum", "scMDCF": ".models.scmdcf"}
 
 __all__ = [*sorted(_SUBMODULES), *_MODELS, "CellBridgeInputError", "CellBridgeWarning"]

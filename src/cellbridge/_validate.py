@@ -139,3 +139,23 @@ def check_label_column(adata: AnnData, key: str, name: str = "adata") -> None:
             f"`{name}.obs` has no column {key!r}; available columns: {list(adata.obs.columns)}. "
             "Pass the name of the column holding cell-type labels."
         )
+
+
+def as_embedding(emb, name: str = "emb", *, min_rows: int = 1) -> np.ndarray:
+    """Validate a cells x dimensions embedding and return it as a float array."""
+    X = np.asarray(emb.toarray() if sp.issparse(emb) else emb)
+    if X.ndim != 2:
+        raise CellBridgeInputError(
+            f"`{name}` must be a 2-D cells x dimensions array, got shape {X.shape}; "
+            "reshape it, e.g. `x.reshape(-1, 1)` for a single dimension."
+        )
+    if X.shape[0] < min_rows:
+        raise CellBridgeInputError(
+            f"`{name}` has {X.shape[0]} cells; at least {min_rows} are needed here."
+        )
+    if not np.issubdtype(X.dtype, np.number) or not np.all(np.isfinite(X)):
+        raise CellBridgeInputError(
+            f"`{name}` must hold finite numbers (found NaN/inf or non-numeric values); "
+            "remove those cells or impute the values first."
+        )
+    return X.astype(np.float64, copy=False)

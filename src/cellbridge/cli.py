@@ -6,11 +6,12 @@ The CLI only parses arguments, calls :mod:`cellbridge.workflows` and prints; no 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 
+from . import __version__
 from ._errors import CellBridgeInputError
+from ._utils import to_json
 
 EXAMPLES = """examples:
   cellbridge demo
@@ -34,6 +35,7 @@ def _add_common(p: argparse.ArgumentParser, *, out_required: bool = True) -> Non
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cellbridge", description="Single-cell multi-omics integration.",
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"cellbridge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="integrate the built-in simulated example and print metrics")
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cellbridge {args.command}: error: {err}", file=sys.stderr)
         return 2
     if isinstance(result, dict):
-        print(json.dumps(result, indent=1, default=float))
+        print(to_json(result))
     return 0
 
 

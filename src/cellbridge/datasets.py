@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -145,20 +143,3 @@ def _simulate_peaks(annotation, peaks_per_gene, n_background, rng) -> pd.DataFra
     names = [f"{c}:{s}-{s + w}" for c, s, w in zip(chrom, starts, width)]
     peaks = pd.DataFrame({"chrom": chrom, "start": starts, "end": starts + width, "gene": gene}, index=names)
     return peaks.iloc[np.lexsort((peaks.start.to_numpy(), peaks.chrom.to_numpy()))]
-
-
-def shared_data_dir() -> Path:
-    """``$CELLBRIDGE_DATA`` or ``../shared/data`` next to the working directory."""
-    return Path(os.environ.get("CELLBRIDGE_DATA", Path.cwd().parent / "shared" / "data"))
-
-
-def load_pair(name: str, data_dir: str | os.PathLike | None = None) -> tuple[ad.AnnData, ad.AnnData]:
-    """Load one of the shared real datasets as (rna, other), e.g. ``"mop_snare"``, ``"teaseq_pbmc"``."""
-    folder = Path(data_dir or shared_data_dir()) / name
-    files = {"mop_snare": "atac.h5ad", "teaseq_pbmc": "adt.h5ad", "bmmc_cite_small": "adt.h5ad",
-             "bmmc_multiome_small": "atac.h5ad", "pbmc_multiome_tiny": "atac.h5ad"}
-    if name not in files:
-        raise CellBridgeInputError(f"unknown dataset {name!r}; known: {sorted(files)}.")
-    if not folder.is_dir():
-        raise CellBridgeInputError(f"{folder} not found; set CELLBRIDGE_DATA to the shared data folder.")
-    return ad.read_h5ad(folder / "rna.h5ad"), ad.read_h5ad(folder / files[name])

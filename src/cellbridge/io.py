@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import anndata as ad
@@ -15,6 +14,7 @@ import scanpy as sc
 import scipy.sparse as sp
 
 from ._errors import CellBridgeInputError
+from ._utils import atomic_write
 
 
 def read(path: str | os.PathLike, *, backed: bool = False) -> ad.AnnData:
@@ -73,32 +73,16 @@ def read_scmdc_h5(path: str | os.PathLike) -> tuple[ad.AnnData, ad.AnnData]:
     return rna, other
 
 
-def _atomic_write(path: Path, overwrite: bool, write_fn) -> Path:
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
 def write_text(text: str, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``text`` to ``path`` atomically; refuse to replace an existing file unless asked."""
-    return _atomic_write(Path(path), overwrite, lambda tmp: Path(tmp).write_text(text))
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text), overwrite=overwrite)
 
 
 def write_h5ad(adata: ad.AnnData, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``adata`` to ``path`` atomically; refuse to replace an existing file unless asked."""
-    return _atomic_write(Path(path), overwrite, adata.write_h5ad)
+    return atomic_write(path, adata.write_h5ad, overwrite=overwrite)
 
 
 def write_h5mu(mdata: md.MuData, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``mdata`` to ``path`` atomically; refuse to replace an existing file unless asked."""
-    return _atomic_write(Path(path), overwrite, lambda tmp: md.write_h5mu(tmp, mdata))
+    return atomic_write(path, lambda tmp: md.write_h5mu(tmp, mdata), overwrite=overwrite)

@@ -10,7 +10,7 @@ Deviations from the reference evaluation code, all deliberate:
 - neighbour queries exclude the cell itself (the reference's neighbourhood overlap counted the
   cell among its 30 "neighbours");
 - the 15-NN graph of graph connectivity and of the Leiden NMI is built by
-  :func:`cellbridge.tl.knn_graph` (15 neighbours besides the cell; scanpy counts the cell itself);
+  :func:`cellbridge.neighbors.knn_graph` (15 neighbours besides the cell; scanpy counts the cell itself);
 - modality ASW skips cell types whose silhouette is undefined (a type seen in one modality only,
   or too few cells); the reference scored those types as perfectly mixed (1).
 """
@@ -28,7 +28,10 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.neighbors import KNeighborsClassifier
 
 from ._errors import CellBridgeInputError, CellBridgeWarning
-from .tl.clustering import as_embedding, knn_graph, knn_indices, leiden_on_graph
+from ._utils import sample_or_all
+from ._validate import as_embedding
+from .neighbors import graph_from_neighbors, knn_indices
+from .tl.clustering import leiden_on_graph
 
 __all__ = [
     "integration_metrics",
@@ -95,18 +98,12 @@ def _pair(emb_a, emb_b, *, paired: bool) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def _subsample(n: int, max_cells: int | None, seed: int) -> np.ndarray:
-    if max_cells is None or n <= max_cells:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, max_cells, replace=False))
-
-
 # --------------------------------------------------------------------------------------------------
 # omics mixing
 # --------------------------------------------------------------------------------------------------
 
 
-def graph_connectivity(emb, labels, *, n_neighbors: int = 15) -> float:
+def graph_connectivity(emb, labels, *, n_neighbors: int = 15, graph: sp.spmatrix | None = None) -> float:
     """Graph connectivity of each cell type in the kNN graph of the joint embedding.
 
     For each cell type, the kNN graph of all cells is restricted to that type's cells; the score
@@ -121,6 +118,8 @@ def graph_connectivity(emb, labels, *, n_neighbors: int = 15) -> float:
         Cell-type label per cell.
     n_neighbors
         Neighbours per cell in the graph (the cell itself not counted).
+    graph
+        The kNN graph of ``emb`` when already built (:func:`cellbridge.neighbors.knn_graph`).
 
     Returns
     -------
@@ -129,7 +128,7 @@ def graph_connectivity(emb, labels, *, n_neighbors: int = 15) -> float:
     """
     X = as_embedding(emb, min_rows=2)
     codes = _labels(labels, X.shape[0], "labels")
-    graph = knn_graph(X, n_neighbors=n_neighbors)
+    graph = graph_from_neighbors(*knn_indices(X, n_neighbors)) if graph is None else graph
     scores = []
     for code in np.unique(codes):
         members = np.flatnonzero(codes == code)
@@ -223,7 +222,7 @@ def modality_asw(
     scores = []
     for code in np.unique(types):
         members = np.flatnonzero(types == code)
-        members = members[_subsample(members.size, max_cells, seed)]
+        members = members[sample_or_all(members.size, max_cells, seed)]
         n_mod = np.unique(mods[members]).size
         if n_mod < 2 or members.size <= n_mod:
             continue
@@ -239,7 +238,7 @@ def modality_asw(
     return float(np.mean(scores))
 
 
-def neighbourhood_overlap(emb_a, emb_b, *, k: int = 30) -> float:
+def neighbourhood_overlap(emb_a, emb_b, *, k: int = 30, neighbors: np.ndarray | None = None) -> float:
     """Fraction of cells whose true partner is among their ``k`` nearest neighbours.
 
     Paired data only: row i of ``emb_a`` and row i of ``emb_b`` are the same cell. Neighbours are
@@ -252,6 +251,9 @@ def neighbourhood_overlap(emb_a, emb_b, *, k: int = 30) -> float:
         Embeddings of the two modalities, n x d each, rows aligned.
     k
         Neighbourhood size.
+    neighbors
+        Nearest-neighbour indices of the stacked ``[emb_a; emb_b]`` (at least ``k`` per row, nearest
+        first, the cell itself excluded) when already computed.
 
     Returns
     -------
@@ -260,7 +262,7 @@ def neighbourhood_overlap(emb_a, emb_b, *, k: int = 30) -> float:
     """
     a, b = _pair(emb_a, emb_b, paired=True)
     n = a.shape[0]
-    _, nn = knn_indices(np.vstack([a, b]), k)
+    nn = knn_indices(np.vstack([a, b]), k)[1] if neighbors is None else neighbors[:, :k]
     partner = np.concatenate([np.arange(n) + n, np.arange(n)])
     return float((nn == partner[:, None]).any(axis=1).mean())
 
@@ -270,7 +272,8 @@ def neighbourhood_overlap(emb_a, emb_b, *, k: int = 30) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
-def mean_average_precision(emb, labels, *, neighbor_frac: float = 0.01) -> float:
+def mean_average_precision(emb, labels, *, neighbor_frac: float = 0.01,
+                           neighbors: np.ndarray | None = None) -> float:
     """Mean average precision of same-label hits among each cell's nearest neighbours.
 
     With k = max(round(neighbor_frac * cells), 1) neighbours (the cell itself excluded) sorted by
@@ -285,6 +288,9 @@ def mean_average_precision(emb, labels, *, neighbor_frac: float = 0.01) -> float
         Cell-type label per cell.
     neighbor_frac
         Neighbours as a fraction of all cells.
+    neighbors
+        Nearest-neighbour indices of ``emb`` (nearest first, the cell itself excluded, at least k
+        per row) when already computed.
 
     Returns
     -------
@@ -293,13 +299,19 @@ def mean_average_precision(emb, labels, *, neighbor_frac: float = 0.01) -> float
     """
     X = as_embedding(emb, min_rows=2)
     codes = _labels(labels, X.shape[0], "labels")
-    k = max(round(X.shape[0] * neighbor_frac), 1)
-    _, nn = knn_indices(X, k)
+    k = map_neighbors(X.shape[0], neighbor_frac)
+    nn = knn_indices(X, k)[1] if neighbors is None else neighbors[:, :k]
     hits = codes[nn] == codes[:, None]
     precision = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
     n_hits = hits.sum(axis=1)
     ap = np.divide((precision * hits).sum(axis=1), n_hits, out=np.zeros(len(n_hits)), where=n_hits > 0)
     return float(ap.mean())
+
+
+def map_neighbors(n_cells: int, neighbor_frac: float = 0.01) -> int:
+    """Neighbours per cell of :func:`mean_average_precision`: ``max(round(frac * cells), 1)``,
+    at most ``cells - 1``."""
+    return min(max(round(n_cells * neighbor_frac), 1), n_cells - 1)
 
 
 def cell_type_asw(
@@ -330,7 +342,7 @@ def cell_type_asw(
             "cell-type ASW needs at least two cell types and fewer types than cells; "
             f"got {np.unique(codes).size} types for {X.shape[0]} cells."
         )
-    idx = _subsample(X.shape[0], max_cells, seed)
+    idx = sample_or_all(X.shape[0], max_cells, seed)
     return float((skm.silhouette_score(X[idx], codes[idx]) + 1) / 2)
 
 
@@ -341,6 +353,7 @@ def leiden_nmi(
     resolutions: Sequence[float] = DEFAULT_RESOLUTIONS,
     n_neighbors: int = 15,
     seed: int = 0,
+    graph: sp.spmatrix | None = None,
 ) -> float:
     """Best NMI between Leiden clusterings of the embedding and the labels.
 
@@ -360,6 +373,8 @@ def leiden_nmi(
         Neighbours per cell in the graph.
     seed
         Leiden seed.
+    graph
+        The kNN graph of ``emb`` when already built (:func:`cellbridge.neighbors.knn_graph`).
 
     Returns
     -------
@@ -370,7 +385,7 @@ def leiden_nmi(
     codes = _labels(labels, X.shape[0], "labels")
     if len(resolutions) == 0:
         raise CellBridgeInputError("`resolutions` is empty; pass at least one Leiden resolution.")
-    graph = knn_graph(X, n_neighbors=n_neighbors)
+    graph = graph_from_neighbors(*knn_indices(X, n_neighbors)) if graph is None else graph
     return float(
         max(
             skm.normalized_mutual_info_score(codes, leiden_on_graph(graph, resolution=r, seed=seed))
@@ -484,17 +499,20 @@ def integration_metrics(
     labels = _joint_codes(labels_a, labels_b, a.shape[0], b.shape[0])
     X = np.vstack([a, b])
     modality = np.repeat([0, 1], [a.shape[0], b.shape[0]])
+    # One neighbour search of the joint embedding serves the graph metrics, MAP and the overlap.
+    dist, nn = knn_indices(X, max(15, 30 if paired else 0, map_neighbors(X.shape[0])))
+    graph = graph_from_neighbors(dist[:, :15], nn[:, :15])
     out: dict[str, float] = {
-        "graph_connectivity": graph_connectivity(X, labels),
+        "graph_connectivity": graph_connectivity(X, labels, graph=graph),
         "seurat_alignment_score": seurat_alignment_score(X, modality, seed=seed),
         "modality_asw": modality_asw(X, labels, modality, seed=seed),
-        "neighbourhood_overlap": neighbourhood_overlap(a, b) if paired else float("nan"),
+        "neighbourhood_overlap": neighbourhood_overlap(a, b, neighbors=nn) if paired else float("nan"),
     }
     mixing = [out[key] for key in list(out) if not np.isnan(out[key])]
     out["omics_mixing"] = float(np.mean(mixing)) if mixing else float("nan")
-    out["map"] = mean_average_precision(X, labels)
+    out["map"] = mean_average_precision(X, labels, neighbors=nn)
     out["cell_type_asw"] = cell_type_asw(X, labels, seed=seed)
-    out["nmi"] = leiden_nmi(X, labels, seed=seed)
+    out["nmi"] = leiden_nmi(X, labels, seed=seed, graph=graph)
     out["biology_conservation"] = float(np.mean([out["map"], out["cell_type_asw"], out["nmi"]]))
     la, lb = labels[: a.shape[0]], labels[a.shape[0]:]
     out["transfer_accuracy_a_to_b"] = transfer_accuracy(a, la, b, lb)
@@ -538,7 +556,7 @@ def _internal_metrics(pred: np.ndarray, X, max_cells: int | None, seed: int) -> 
             stacklevel=3,
         )
         return dict.fromkeys(("davies_bouldin", "calinski_harabasz", "silhouette"), float("nan"))
-    idx = _subsample(X.shape[0], max_cells, seed)
+    idx = sample_or_all(X.shape[0], max_cells, seed)
     sil = skm.silhouette_score(X[idx], pred[idx]) if np.unique(pred[idx]).size > 1 else np.nan
     return {
         "davies_bouldin": skm.davies_bouldin_score(X, pred),

@@ -184,15 +184,16 @@ def embedding(
     return fig
 
 
-def training_history(
-    history: Mapping[str, Sequence[float]], ax: Axes | None = None, *, log_scale: bool | None = None
-) -> Figure:
-    """Loss curves of a training run, one line per entry of ``history``.
+def training_history(history, ax: Axes | None = None, *, log_scale: bool | None = None) -> Figure:
+    """Loss curves of a training run, one line per loss term.
 
     Parameters
     ----------
     history
-        {loss name: one value per epoch}, e.g. ``model.history``.
+        A trained :class:`~cellbridge.BiCLUM` or :class:`~cellbridge.scMDCF` (its ``history_``), its
+        per-epoch rows (dicts or a DataFrame with ``epoch``, optional ``phase`` / ``member`` and one
+        column per loss term), or ``{loss name: one value per epoch}``. With an ensemble, the first
+        member is drawn; training phases follow each other on the x axis.
     ax
         Axes to draw into; by default a new figure is made.
     log_scale
@@ -203,18 +204,24 @@ def training_history(
     -------
     matplotlib.figure.Figure
     """
-    if not isinstance(history, Mapping) or not history:
-        raise CellBridgeInputError(
-            "`history` must be a non-empty dict {loss name: list of per-epoch values}."
-        )
-    curves = {name: np.asarray(values, dtype=float).ravel() for name, values in history.items()}
+    frame = _history_frame(getattr(history, "history_", history))
+    if "member" in frame:
+        frame = frame[frame["member"] == frame["member"].iloc[0]]
+    curves = {name: frame[name].to_numpy(dtype=float) for name in frame.columns
+              if name not in ("epoch", "member", "phase") and pd.api.types.is_numeric_dtype(frame[name])}
+    if not curves:
+        raise CellBridgeInputError("`history` holds no loss values; train the model first.")
     if ax is None:
         fig = Figure(figsize=(6, 4), layout="constrained")
         ax = fig.subplots()
     else:
         fig = ax.figure
+    x = np.arange(1, len(frame) + 1)
     for name, values in curves.items():
-        ax.plot(np.arange(1, values.size + 1), values, label=str(name))
+        ax.plot(x, values, label=str(name))
+    if "phase" in frame and frame["phase"].nunique() > 1:
+        for start in np.flatnonzero(frame["phase"].to_numpy()[1:] != frame["phase"].to_numpy()[:-1]) + 1:
+            ax.axvline(start + 0.5, color="grey", linewidth=0.8, linestyle=":")
     finite = np.concatenate([v[np.isfinite(v)] for v in curves.values()])
     if log_scale is None:
         log_scale = bool(finite.size and finite.min() > 0 and finite.max() / finite.min() > 100)
@@ -224,3 +231,24 @@ def training_history(
     ax.set_ylabel("loss")
     ax.legend(frameon=False)
     return fig
+
+
+def _history_frame(history) -> pd.DataFrame:
+    """Per-epoch rows of a history in any of the forms :func:`training_history` accepts."""
+    if isinstance(history, pd.DataFrame):
+        frame = history
+    elif isinstance(history, Mapping) and history:
+        lengths = {len(np.ravel(v)) for v in history.values()}
+        if len(lengths) != 1:
+            raise CellBridgeInputError("`history` as a dict needs one list of per-epoch values per loss, of equal "
+                                       f"lengths; got lengths {sorted(lengths)}.")
+        frame = pd.DataFrame({k: np.ravel(v) for k, v in history.items()})
+    elif isinstance(history, Sequence) and history and all(isinstance(r, Mapping) for r in history):
+        frame = pd.DataFrame(list(history))
+    else:
+        raise CellBridgeInputError(
+            "`history` must be a trained model, a list of per-epoch rows (dicts), a DataFrame or a dict "
+            "{loss name: per-epoch values}; train the model first if it is empty.")
+    if frame.empty:
+        raise CellBridgeInputError("`history` is empty; train the model first.")
+    return frame

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -14,12 +13,10 @@ from anndata import AnnData
 
 from . import io
 from ._errors import CellBridgeInputError
+from ._utils import to_json
 from ._validate import check_label_column
 
 logger = logging.getLogger("cellbridge")
-
-ATAC_KEYS = ("atac", "gene_activity")
-PROTEIN_KEYS = ("adt", "protein")
 
 
 def _check_out(out: str | os.PathLike, overwrite: bool) -> Path:
@@ -132,7 +129,7 @@ def evaluate(
 
 
 def _write_json(obj: dict, path: str, overwrite: bool) -> None:
-    io.write_text(json.dumps(obj, indent=1), path, overwrite=overwrite)
+    io.write_text(to_json(obj), path, overwrite=overwrite)
 
 
 def demo(

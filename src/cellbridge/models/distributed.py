@@ -1,37 +1,28 @@
-"""Data-parallel BiCLUM training with ``torch.distributed`` (DistributedDataParallel).
+"""Data-parallel training with ``torch.distributed``, model-agnostic.
 
-One global batch of ``batch_size`` anchors is split into ``world_size`` equal slices, one per
-process. Every process draws the same anchor permutation, MNN partners and feature batches from
-the shared seed, so the processes only exchange what the single-process step would have computed
-from the whole batch:
+- autograd-aware collectives (:func:`all_reduce_sum`, :func:`gather_rows`) and
+  :func:`mean_over_ranks`;
+- :func:`sync_batchnorm`: BatchNorm statistics of the global batch (``nn.SyncBatchNorm`` on
+  GPUs, :class:`AllReduceBatchNorm1d` on CPU, where ``SyncBatchNorm`` does not run);
+- the group strategy: a training loop is written once against :class:`LocalGroup` (one process,
+  every exchange the identity) and runs data-parallel with :class:`DataParallelGroup` (one
+  process of an initialised group; DDP wraps the step through :class:`StepModule`);
+- :func:`launch`: runs a module-level ``train_rank(job, device)`` in every process, spawned
+  locally (start method spawn) or as one of ``torchrun``'s.
 
-- cell embeddings are gathered (autograd-aware) so NT-Xent sees the whole global batch;
-- cell-encoder BatchNorm statistics are those of the global batch (``nn.SyncBatchNorm`` on GPUs,
-  an all-reduce BatchNorm on CPU, where ``SyncBatchNorm`` does not run);
-- DDP averages the gradients; the per-process losses are chosen so that this average is the
-  gradient of the single-process global-batch loss (see :class:`DistributedBiCLUMTrainer`);
-- the epoch losses are averaged over processes, so early stopping stops all of them together.
-
-Launch with :func:`train_distributed` (spawns local processes) or run a script that calls it under
-``torchrun --nproc_per_node=N script.py``.
-
-The collectives, :func:`sync_batchnorm`, :class:`StepModule`, :func:`mean_over_ranks` and the
-launcher :func:`launch` are model-agnostic and also used by
-:mod:`cellbridge.models.scmdcf_distributed`.
+The models' own data-parallel training (which rows each process takes, how the per-process
+losses are weighted) lives in their ``_training`` modules.
 """
 
 from __future__ import annotations
 
-import copy
+import gc
 import logging
 import os
 import socket
 import tempfile
-from dataclasses import asdict, dataclass
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -39,17 +30,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .._errors import CellBridgeInputError
-from ..pairs import PartnerSampler
-from ._biclum_module import BiCLUMModule
-from ._biclum_train import BiCLUMTrainer, TrainConfig, TrainInputs, TrainTensors
-from .training import set_seed
-
-if TYPE_CHECKING:
-    from .biclum import BiCLUM
 
 logger = logging.getLogger("cellbridge")
-
-History = dict[str, list[float]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,16 +143,8 @@ def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------
-# Trainer
+# Group strategy
 # ---------------------------------------------------------------------------------------------
-
-
-def local_slice(n: int, rank: int, world_size: int) -> slice:
-    """Rows of a global batch of ``n`` anchors that ``rank`` trains on (contiguous, equal sizes)."""
-    if n % world_size:
-        raise CellBridgeInputError(f"a batch of {n} anchors cannot be split evenly over {world_size} processes.")
-    size = n // world_size
-    return slice(rank * size, (rank + 1) * size)
 
 
 class StepModule(nn.Module):
@@ -189,174 +163,122 @@ class StepModule(nn.Module):
         return self._step_fn(*args)
 
 
-class DistributedBiCLUMTrainer(BiCLUMTrainer):
-    """:class:`BiCLUMTrainer` for one process of a data-parallel group.
+class LocalGroup:
+    """The process group of single-process training: every cross-process operation is the identity.
 
-    Must be created after ``torch.distributed.init_process_group``. ``module`` should be this
-    process's private copy; its cell-encoder BatchNorm layers are synchronised in place.
-
-    Gradient equivalence: DDP averages gradients over the ``W`` processes, so the per-process
-    losses ``L_r`` must satisfy ``Σ_r L_r = W · L`` (``L`` = single-process loss of the global
-    batch; gradients reaching a process through the collectives count towards ``Σ_r``):
-
-    - L_rec: each process takes the mean over its ``B/W`` rows; the mean of these equal-sized
-      means is the global mean, so ``Σ_r L_rec,r = W · L_rec`` (weight 1).
-    - L_cell: every process computes the same NT-Xent over the gathered global batch, so
-      ``Σ_r L_cell,r = W · L_cell`` (weight 1); the gather's backward sums the ``W`` identical
-      gradient contributions for each block of rows and DDP divides by ``W``.
-    - L_feat: the feature batch is drawn with the shared generator and is identical on all
-      processes, so the term is replicated and needs weight 1 as well.
+    :class:`DataParallelGroup` implements the same methods with ``torch.distributed``; a training
+    loop is written once against this interface.
     """
 
-    def __init__(self, module: BiCLUMModule, data: TrainTensors, sampler: PartnerSampler, config: TrainConfig):
-        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-        _check_split(len(sampler), config.batch_size, self.world_size)
-        device = data.cells[0].device
-        # Only the cell encoders see a split batch; feature batches are replicated, so their
-        # local BatchNorm statistics already are the global ones.
-        module.cell_encoders = sync_batchnorm(module.cell_encoders, device)
-        super().__init__(module, data, sampler, config)
-        wrapper = StepModule(module, super()._step)
-        self.ddp = DistributedDataParallel(wrapper, device_ids=[device.index] if device.type == "cuda" else None)
+    rank = 0
+    world_size = 1
 
-    def fit(self, progress: bool = True) -> History:
-        history = super().fit(progress=progress and self.rank == 0)
-        epochs = [None] * self.world_size
-        dist.all_gather_object(epochs, len(history["loss"]))
-        history.update(world_size=[self.world_size], local_batch_size=[self.cfg.batch_size // self.world_size],
-                       epochs_per_rank=epochs)
-        return history
+    def split(self, idx: torch.Tensor) -> torch.Tensor:
+        """This process's rows of the global batch ``idx``."""
+        return idx
 
-    def _epoch(self, opt) -> dict[str, float]:
-        return self._mean_over_ranks(super()._epoch(opt))
+    def all_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum of ``x`` over processes (autograd-aware)."""
+        return x
 
-    def _step(self, other_cells, rna_cells, has_partner) -> dict[str, torch.Tensor]:
-        part = local_slice(len(has_partner), self.rank, self.world_size)
-        return self.ddp(other_cells[part], rna_cells[part], has_partner[part])
+    def mean_weight(self, n_local: int, n_global: int) -> float:
+        """Factor turning a mean over ``n_local`` rows into this process's share of the global mean."""
+        return 1.0
 
-    def _cell_loss(self, z: list[torch.Tensor], has_partner: np.ndarray) -> torch.Tensor:
-        mask = torch.as_tensor(has_partner, device=self.device).to(torch.uint8)
-        masks = [torch.empty_like(mask) for _ in range(self.world_size)]
-        dist.all_gather(masks, mask)
-        return super()._cell_loss([gather_rows(t) for t in z], torch.cat(masks).bool())
+    def share(self, n: int) -> tuple[int, int]:
+        """Rows ``[start, stop)`` of ``n`` cells that this process embeds."""
+        return 0, n
 
-    def _time_is_up(self, start: float) -> bool:
-        if self.cfg.max_time is None:
-            return False
-        flag = torch.tensor([float(super()._time_is_up(start))], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # one slow process stops everyone
-        return bool(flag.item())
+    def assemble(self, part: torch.Tensor, start: int, n: int) -> torch.Tensor:
+        """All ``n`` rows from each process's rows ``part`` (starting at ``start``)."""
+        return part
 
-    def _mean_over_ranks(self, terms: dict[str, float]) -> dict[str, float]:
-        return mean_over_ranks(terms, self.device)
+    def average(self, values: dict[str, float]) -> dict[str, float]:
+        """Mean over processes of per-process numbers (epoch losses)."""
+        return values
+
+    def broadcast(self, x: torch.Tensor) -> torch.Tensor:
+        """Rank 0's ``x`` on every process."""
+        return x
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows of ``x`` of every process, concatenated in rank order (autograd-aware)."""
+        return x
+
+    def any(self, flag: bool) -> bool:
+        """True on every process when ``flag`` is true on any."""
+        return flag
+
+    def gather_object(self, obj) -> list:
+        """``obj`` of every process, in rank order."""
+        return [obj]
+
+    def wrap(self, module: nn.Module, step: Callable) -> Callable:
+        """The callable that runs a training ``step`` (DDP's forward in a data-parallel group)."""
+        return step
 
 
-def _check_split(n_anchors: int, batch_size: int, world_size: int) -> None:
-    if batch_size % world_size:
-        raise CellBridgeInputError(
-            f"batch_size={batch_size} must be a multiple of world_size={world_size}: the global batch is split evenly."
-        )
-    if n_anchors < batch_size:
-        raise CellBridgeInputError(
-            f"distributed training needs at least one full batch: {n_anchors} anchors < batch_size={batch_size}."
-        )
+LOCAL = LocalGroup()
+
+
+class DataParallelGroup(LocalGroup):
+    """:class:`LocalGroup` of one process of an initialised ``torch.distributed`` group."""
+
+    def __init__(self, device: torch.device):
+        self.rank, self.world_size, self.device = dist.get_rank(), dist.get_world_size(), device
+
+    def split(self, idx: torch.Tensor) -> torch.Tensor:
+        return torch.tensor_split(idx, self.world_size)[self.rank]
+
+    def all_sum(self, x: torch.Tensor) -> torch.Tensor:
+        return all_reduce_sum(x)
+
+    def mean_weight(self, n_local: int, n_global: int) -> float:
+        return self.world_size * n_local / n_global
+
+    def share(self, n: int) -> tuple[int, int]:
+        return n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size
+
+    def assemble(self, part: torch.Tensor, start: int, n: int) -> torch.Tensor:
+        full = part.new_zeros(n, *part.shape[1:])
+        full[start:start + part.shape[0]] = part
+        dist.all_reduce(full)
+        return full
+
+    def average(self, values: dict[str, float]) -> dict[str, float]:
+        return mean_over_ranks(values, self.device)
+
+    def broadcast(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        dist.broadcast(x, src=0)
+        return x
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        return gather_rows(x)
+
+    def any(self, flag: bool) -> bool:
+        buf = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(buf, op=dist.ReduceOp.MAX)
+        return bool(buf.item())
+
+    def gather_object(self, obj) -> list:
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def wrap(self, module: nn.Module, step):
+        # One DDP per phase (init_centers replaces the centroid parameter between phases); the
+        # previous one must be gone first, or its gradient hooks would fire in the next phase.
+        self._ddp = None
+        gc.collect()
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        self._ddp = DistributedDataParallel(StepModule(module, step), device_ids=device_ids)
+        return self._ddp
 
 
 # ---------------------------------------------------------------------------------------------
 # Launcher
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Job:
-    """What a worker needs to train: numpy data, the initial module and the configuration."""
-
-    module: BiCLUMModule
-    config: TrainConfig
-    inputs: TrainInputs
-    progress: bool
-
-
-def train_distributed(
-    model: BiCLUM,
-    *,
-    world_size: int | None = None,
-    backend: str = "gloo",
-    init_method: str | None = None,
-    threads_per_process: int = 1,
-    **train_kwargs,
-) -> History:
-    """Train ``model`` data-parallel on ``world_size`` processes; same result as :meth:`BiCLUM.train`.
-
-    The global batch (``batch_size`` anchors) is split evenly over the processes, each of which
-    trains on ``batch_size / world_size`` anchors per step; the optimisation follows the
-    single-process one up to float rounding (with dropout off; dropout masks are drawn per
-    process). The trained weights are loaded into ``model.module``.
-
-    Parameters
-    ----------
-    model
-        A :class:`~cellbridge.BiCLUM` built with its training data (MNN pairs are taken from it,
-        not recomputed).
-    world_size
-        Number of processes. Under ``torchrun`` it is read from ``WORLD_SIZE`` (a given value
-        must agree).
-    backend
-        ``"gloo"`` (CPU) or ``"nccl"`` (one CUDA device per process, ``cuda:LOCAL_RANK``).
-    init_method
-        Rendezvous URL for ``init_process_group``, e.g. ``"file:///tmp/pg"``; default a free
-        local TCP port when spawning, ``"env://"`` under ``torchrun``.
-    threads_per_process
-        ``torch.set_num_threads`` in each spawned process.
-    **train_kwargs
-        As for :meth:`BiCLUM.train`: ``max_epochs``, ``max_time``, ``progress`` and parameter
-        overrides (``lr``, ``batch_size``, ``patience``...).
-
-    Returns
-    -------
-    The per-epoch history (losses averaged over processes), plus ``world_size``,
-    ``local_batch_size`` and ``epochs_per_rank``.
-
-    Examples
-    --------
-    Spawn two local processes::
-
-        history = train_distributed(model, world_size=2)
-
-    Or put the same call in ``script.py`` and run ``torchrun --nproc_per_node=2 script.py``;
-    every process then builds the model and ends with the same trained weights.
-    """
-    if model.data is None:
-        raise RuntimeError("this model was loaded without its training data; it can embed but not train.")
-    job = _make_job(model, train_kwargs)
-    torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-    world_size = _resolve_world_size(world_size, torchrun)
-    _check_split(len(job.inputs.sampler()), job.config.batch_size, world_size)
-    result = launch(_train_rank, job, world_size=world_size, backend=backend, init_method=init_method,
-                    threads_per_process=threads_per_process)
-    model.module.load_state_dict(result["state"])
-    model.history = result["history"]
-    model.train_config = asdict(job.config)
-    return model.history
-
-
-def _make_job(model: BiCLUM, train_kwargs: dict) -> _Job:
-    """The resolved configuration, the initial weights and the host-side data of ``model``."""
-    kwargs = dict(train_kwargs)
-    max_epochs, max_time = kwargs.pop("max_epochs", None), kwargs.pop("max_time", None)
-    progress = bool(kwargs.pop("progress", True))
-    config = model._train_config(max_epochs, max_time, kwargs)
-    return _Job(copy.deepcopy(model.module).cpu(), config, model._train_inputs(), progress)
-
-
-def _train_rank(job: _Job, device: torch.device) -> dict:
-    """Train this process's copy of the module inside an initialised process group."""
-    set_seed(job.config.seed + dist.get_rank())  # torch RNG (dropout) only; anchors use the shared seed
-    # A private copy: tensors handed over by torch.multiprocessing live in memory shared by all workers.
-    module = copy.deepcopy(job.module).to(device)
-    trainer = DistributedBiCLUMTrainer(module, job.inputs.to_device(device), job.inputs.sampler(), job.config)
-    history = trainer.fit(progress=job.progress)
-    return {"history": history, "state": cpu_state(module)}
 
 
 def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -440,7 +362,7 @@ def _spawn_once(train_rank: RankFn, job: object, world_size: int, backend: str, 
         return torch.load(out, weights_only=True)
 
 
-def _resolve_world_size(world_size: int | None, torchrun: bool) -> int:
+def resolve_world_size(world_size: int | None, torchrun: bool) -> int:
     if torchrun:
         env_world = int(os.environ["WORLD_SIZE"])
         if world_size is not None and world_size != env_world:

@@ -113,3 +113,29 @@ def _json_default(obj):
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def make_optimizer(name: str, params, lr: float, rho: float = 0.8) -> torch.optim.Optimizer:
+    """``"adam"`` (amsgrad, as the reference pre-training) or ``"adadelta"`` (reference fine-tuning)."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, amsgrad=True)
+    if name == "adadelta":
+        return torch.optim.Adadelta(params, lr=lr, rho=rho)
+    raise ValueError(f'optimizer must be "adam" or "adadelta", got {name!r}')
+
+
+PRECISIONS = ("32", "bf16-mixed")
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast context: bfloat16 mixed precision for ``"bf16-mixed"``, a no-op for ``"32"``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+
+
+@torch.no_grad()
+def encode_all(fn, X: torch.Tensor, chunk: int = 4096, precision: str = "32") -> np.ndarray:
+    """Apply an encoder in evaluation mode over the rows of ``X`` in chunks (float32 output)."""
+    with autocast(X.device, precision):
+        return torch.cat([fn(part).float() for part in X.split(chunk)]).cpu().numpy()

@@ -1,13 +1,15 @@
-"""Preprocessing: gene annotation, gene activity (peaks / fragments), protein (CLR, protein -> gene),
-and the preparation of unpaired (BiCLUM) and paired (scMDCF) inputs."""
+"""Preprocessing, AnnData in and AnnData out: gene annotation, gene activity (peaks / fragments),
+protein (CLR, protein -> gene), and paired inputs (modality, MuData splitting, cell alignment).
+
+The models' own input preparation lives with each model (``cellbridge.models.biclum._data``,
+``cellbridge.models.scmdcf._data``)."""
 
 from .annotation import match_annotation, read_gene_annotation
 from .atac import gene_activity
-from .paired import prepare_paired
+from .paired import align_cells, infer_modality, split_mudata
 from .protein import clr, protein_to_gene
-from .unpaired import prepare_unpaired
 
 __all__ = [
-    "clr", "gene_activity", "match_annotation", "prepare_paired", "prepare_unpaired",
-    "protein_to_gene", "read_gene_annotation",
+    "align_cells", "clr", "gene_activity", "infer_modality", "match_annotation", "protein_to_gene",
+    "read_gene_annotation", "split_mudata",
 ]

@@ -7,7 +7,6 @@ half-open coordinates (BED convention). Chromosome names are reconciled with the
 
 from __future__ import annotations
 
-import gzip
 import io
 import logging
 import os
@@ -24,6 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .._errors import CellBridgeInputError, CellBridgeWarning
+from .._utils import open_maybe_gzip
 
 logger = logging.getLogger(__name__)
 
@@ -139,21 +139,13 @@ def genome_annotation_path(genome: str, *, cache_dir: str | os.PathLike | None =
 # --------------------------------------------------------------------------------------------
 # readers
 # --------------------------------------------------------------------------------------------
-def _open_text(path: Path):
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def _sniff_format(path: Path) -> str:
     name = path.name.lower().removesuffix(".gz")
     if name.endswith(".gtf"):
         return "gtf"
     if name.endswith((".gff", ".gff3")):
         return "gff3"
-    with _open_text(path) as fh:
+    with open_maybe_gzip(path) as fh:
         for line in fh:
             if line.startswith(("#", "track", "browser")) or not line.strip():
                 continue
@@ -169,7 +161,7 @@ def _sniff_format(path: Path) -> str:
 def _feature_lines(path: Path, features: set[str]) -> list[list[str]]:
     """Tab-split lines of a GTF/GFF3 whose feature (3rd column) is in ``features``."""
     rows = []
-    with _open_text(path) as fh:
+    with open_maybe_gzip(path) as fh:
         for line in fh:
             if line.startswith("#"):
                 if line.startswith("##FASTA"):
@@ -244,7 +236,7 @@ def _bed_ids(col: pd.Series) -> pd.Series | None:
 
 
 def _read_bed(path: Path) -> pd.DataFrame:
-    with _open_text(path) as fh:
+    with open_maybe_gzip(path) as fh:
         lines = [ln for ln in fh if ln.strip() and not ln.startswith(("#", "track", "browser"))]
     if not lines:
         raise CellBridgeInputError(f"{path} holds no records; pass a GTF, GFF3 or BED-like file.")
@@ -495,8 +487,3 @@ def match_annotation(
             f"{_mismatch_hint(annotation, data)}"
         )
     return report
-
-
-def primary_chromosome(name: str) -> bool:
-    """True for ``1-22``, ``X``, ``Y``, ``M``/``MT`` with or without the ``chr`` prefix."""
-    return bool(_PRIMARY.match(name))

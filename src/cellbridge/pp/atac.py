@@ -22,7 +22,12 @@ from anndata import AnnData
 
 from .._errors import CellBridgeInputError
 from .._validate import check_modality, row_blocks
-from .annotation import COLUMNS, _deduplicate, read_gene_annotation, reconcile_chromosomes
+from .annotation import (
+    COLUMNS,
+    _deduplicate,
+    read_gene_annotation,
+    reconcile_chromosomes,
+)
 from .fragments import SegmentIndex, global_coords, stream_fragments
 
 logger = logging.getLogger(__name__)

@@ -27,6 +27,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._errors import CellBridgeInputError
+from .._utils import open_maybe_gzip
 from .annotation import reconcile_chromosomes
 
 logger = logging.getLogger(__name__)
@@ -178,15 +179,6 @@ class SegmentIndex:
 # --------------------------------------------------------------------------------------------
 # fragments files
 # --------------------------------------------------------------------------------------------
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(2) == b"\x1f\x8b"
-
-
-def _open_binary(path: Path):
-    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
-
-
 def _read_error(path: Path, err: Exception) -> CellBridgeInputError:
     if isinstance(err, (EOFError, zlib.error, gzip.BadGzipFile)):
         return CellBridgeInputError(
@@ -203,7 +195,7 @@ def _header(path: Path) -> tuple[int, list[str] | None]:
     """Number of leading ``#`` lines and the fields of the first data line (None if no data)."""
     n_skip = 0
     try:
-        with _open_binary(path) as fh:
+        with open_maybe_gzip(path, "rb") as fh:
             for raw in fh:
                 line = raw.decode("utf-8", errors="replace")
                 if line.startswith("#") or not line.strip():
@@ -238,7 +230,7 @@ def iter_fragment_chunks(
     dtype = {"chrom": "category", "start": np.int64, "end": np.int64, "barcode": "category"}
     comment = None if "#" in first[3] else "#"
     try:
-        with _open_binary(path) as fh:
+        with open_maybe_gzip(path, "rb") as fh:
             reader = pd.read_csv(
                 fh, sep="\t", header=None, skiprows=n_skip, usecols=[0, 1, 2, 3],
                 names=list(dtype), dtype=dtype, chunksize=chunk_size, comment=comment,

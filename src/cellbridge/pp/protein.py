@@ -26,6 +26,7 @@ from anndata import AnnData
 
 from .._errors import CellBridgeInputError, CellBridgeWarning
 from .._validate import check_finite, get_matrix
+from ._matrix import clr_matrix
 
 __all__ = ["protein_to_gene", "clr", "builtin_protein_table", "is_isotype_control"]
 
@@ -267,24 +268,6 @@ def _check_nonnegative(X, where: str) -> None:
         )
 
 
-def _clr_matrix(X, axis: int):
-    """CLR along ``axis`` (1: per cell across features, 0: per feature across cells)."""
-    dtype = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64
-    if sp.issparse(X):
-        fmt = X.format
-        logs = X.astype(np.float64, copy=True)
-        logs.data = np.log1p(logs.data)
-        geo = np.exp(np.asarray(logs.sum(axis=axis)).ravel() / X.shape[axis])
-        scale = sp.diags(1.0 / geo)
-        out = (scale @ X if axis == 1 else X @ scale).astype(np.float64)
-        out = out.asformat(fmt)
-        out.data = np.log1p(out.data)
-        return out.astype(dtype)
-    X = np.asarray(X, dtype=np.float64)
-    geo = np.exp(np.log1p(X).mean(axis=axis, keepdims=True))
-    return np.log1p(X / geo).astype(dtype)
-
-
 def clr(
     adata: AnnData | np.ndarray | sp.spmatrix,
     *,
@@ -325,11 +308,11 @@ def clr(
         if X.ndim != 2:
             raise CellBridgeInputError(f"expected a 2-D cells x proteins matrix, got shape {X.shape}.")
         _check_nonnegative(X, "matrix")
-        return _clr_matrix(X, along)
+        return clr_matrix(X, along)
     target = adata.copy() if copy else adata
     X = get_matrix(target, layer, name="adata")
     _check_nonnegative(X, f"adata.layers[{layer!r}]" if layer else "adata.X")
-    result = _clr_matrix(X, along)
+    result = clr_matrix(X, along)
     if layer is None:
         target.X = result
     else:

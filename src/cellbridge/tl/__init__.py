@@ -4,9 +4,8 @@ from .clustering import (
     consensus_clusters,
     estimate_n_clusters,
     kmeans,
-    knn_graph,
     leiden,
 )
 from .transfer import transfer_labels
 
-__all__ = ["transfer_labels", "leiden", "kmeans", "estimate_n_clusters", "knn_graph", "consensus_clusters"]
+__all__ = ["transfer_labels", "leiden", "kmeans", "estimate_n_clusters", "consensus_clusters"]

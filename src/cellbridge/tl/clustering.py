@@ -1,17 +1,16 @@
-"""Clustering of embeddings: kNN graph, Leiden, k-means and an estimate of the number of clusters.
-
-The kNN graph is built here (exact kNN from scikit-learn, UMAP-style fuzzy weights computed with
-numpy) instead of through ``scanpy.pp.neighbors``: it gives the same kind of weighted graph without
-numba compilation, and ``n_neighbors`` counts neighbours *other than the cell itself*.
-"""
+"""Clustering of embeddings: Leiden, k-means, an estimate of the number of clusters, consensus."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import scipy.sparse as sp
-from sklearn.neighbors import NearestNeighbors
 
 from .._errors import CellBridgeInputError
+from .._utils import sample_or_all
+from .._validate import as_embedding
+from ..neighbors import knn_graph
 
 __all__ = ["knn_graph", "leiden", "kmeans", "estimate_n_clusters", "consensus_clusters"]
 
@@ -19,88 +18,7 @@ __all__ = ["knn_graph", "leiden", "kmeans", "estimate_n_clusters", "consensus_cl
 CONSENSUS_MAX_CELLS = 10_000
 
 
-def as_embedding(emb, name: str = "emb", *, min_rows: int = 1) -> np.ndarray:
-    """Validate a cells x dimensions embedding and return it as a float array."""
-    X = np.asarray(emb.toarray() if sp.issparse(emb) else emb)
-    if X.ndim != 2:
-        raise CellBridgeInputError(
-            f"`{name}` must be a 2-D cells x dimensions array, got shape {X.shape}; "
-            "reshape it, e.g. `x.reshape(-1, 1)` for a single dimension."
-        )
-    if X.shape[0] < min_rows:
-        raise CellBridgeInputError(
-            f"`{name}` has {X.shape[0]} cells; at least {min_rows} are needed here."
-        )
-    if not np.issubdtype(X.dtype, np.number) or not np.all(np.isfinite(X)):
-        raise CellBridgeInputError(
-            f"`{name}` must hold finite numbers (found NaN/inf or non-numeric values); "
-            "remove those cells or impute the values first."
-        )
-    return X.astype(np.float64, copy=False)
-
-
-def knn_indices(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distances and indices of the ``k`` nearest neighbours of each row, the row itself excluded.
-
-    With duplicated points the row may not come first among its neighbours; it is removed
-    wherever it appears (or the farthest hit is dropped when it does not appear).
-    """
-    n = X.shape[0]
-    k = min(k, n - 1)
-    if k < 1:
-        raise CellBridgeInputError(f"need at least 2 cells for a neighbour graph, got {n}.")
-    dist, idx = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X)
-    is_self = idx == np.arange(n)[:, None]
-    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
-    keep = np.ones_like(idx, dtype=bool)
-    keep[np.arange(n), drop] = False
-    return dist[keep].reshape(n, k), idx[keep].reshape(n, k)
-
-
-def _fuzzy_weights(dist: np.ndarray, n_iter: int = 64) -> np.ndarray:
-    """UMAP-style membership strengths exp(-(d - rho) / sigma); each row sums to log2(k + 1).
-
-    ``k + 1`` counts the cell itself, as UMAP's ``n_neighbors`` does.
-    """
-    target = np.log2(dist.shape[1] + 1)
-    rho = dist[:, :1]
-    shifted = np.maximum(dist - rho, 0.0)
-    lo, hi = np.zeros((dist.shape[0], 1)), np.full((dist.shape[0], 1), np.inf)
-    sigma = np.ones((dist.shape[0], 1))
-    for _ in range(n_iter):  # vectorised bisection on sigma
-        total = np.exp(-shifted / sigma).sum(axis=1, keepdims=True)
-        too_big = total > target
-        hi = np.where(too_big, sigma, hi)
-        lo = np.where(too_big, lo, sigma)
-        sigma = np.where(np.isinf(hi), sigma * 2, (lo + hi) / 2)
-    return np.exp(-shifted / np.maximum(sigma, 1e-12))
-
-
-def knn_graph(emb, *, n_neighbors: int = 15) -> sp.csr_matrix:
-    """Symmetric weighted kNN graph (UMAP fuzzy union) of an embedding.
-
-    Parameters
-    ----------
-    emb
-        Cells x dimensions array.
-    n_neighbors
-        Neighbours per cell, the cell itself not counted.
-
-    Returns
-    -------
-    scipy.sparse.csr_matrix
-        Cells x cells connectivities in (0, 1]; the union of each cell's kNN edges.
-    """
-    X = as_embedding(emb, min_rows=2)
-    dist, idx = knn_indices(X, n_neighbors)
-    n, k = idx.shape
-    weights = _fuzzy_weights(dist)
-    rows = np.repeat(np.arange(n), k)
-    A = sp.csr_matrix((weights.ravel(), (rows, idx.ravel())), shape=(n, n))
-    product = A.multiply(A.T)
-    graph = (A + A.T - product).tocsr()
-    graph.eliminate_zeros()
-    return graph
+Flavor = Literal["igraph", "leidenalg"]
 
 
 def _igraph(graph: sp.spmatrix):
@@ -112,21 +30,24 @@ def _igraph(graph: sp.spmatrix):
     return g
 
 
-def leiden_on_graph(graph: sp.spmatrix, *, resolution: float = 1.0, seed: int = 0) -> np.ndarray:
-    """Leiden clustering (igraph's C implementation, modularity quality) of a connectivity graph.
-
-    Modularity with a resolution parameter is the RB-configuration quality that scanpy's Leiden
-    uses; igraph's implementation is about ten times faster than ``leidenalg`` here. Iterates
-    until the partition is stable. The random generator is seeded for the call only.
+def leiden_on_graph(graph: sp.spmatrix, *, resolution: float = 1.0, seed: int = 0,
+                    flavor: Flavor = "igraph") -> np.ndarray:
+    """Leiden clustering of a connectivity graph (modularity with a resolution parameter, the
+    RB-configuration quality that scanpy's Leiden uses).
 
     Parameters
     ----------
     graph
-        Symmetric cells x cells weight matrix, e.g. from :func:`knn_graph`.
+        Symmetric cells x cells weight matrix, e.g. from :func:`cellbridge.neighbors.knn_graph`.
     resolution
         Higher values give more clusters.
     seed
         Random seed; the result is deterministic for a given seed.
+    flavor
+        ``"igraph"``: igraph's C implementation, edge weights used, iterated until the partition
+        is stable (about ten times faster than ``leidenalg`` here); ``"leidenalg"``: the
+        ``leidenalg`` package, two iterations, edges unweighted (the estimate of K that scMDCF has
+        always used).
 
     Returns
     -------
@@ -135,9 +56,17 @@ def leiden_on_graph(graph: sp.spmatrix, *, resolution: float = 1.0, seed: int = 
     """
     import random
 
+    g = _igraph(graph)
+    if flavor == "leidenalg":
+        import leidenalg
+
+        part = leidenalg.find_partition(g, leidenalg.RBConfigurationVertexPartition,
+                                        resolution_parameter=resolution, seed=seed, n_iterations=2)
+        return _relabel_by_size(np.asarray(part.membership, dtype=np.int64))
+    if flavor != "igraph":
+        raise CellBridgeInputError(f'`flavor` must be "igraph" or "leidenalg", got {flavor!r}.')
     import igraph as ig
 
-    g = _igraph(graph)
     ig.set_random_number_generator(random.Random(seed))
     try:
         partition = g.community_leiden(
@@ -159,7 +88,25 @@ def _relabel_by_size(labels: np.ndarray) -> np.ndarray:
     return rank[inverse].astype(np.int64)
 
 
-def leiden(emb, *, resolution: float = 1.0, n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
+def _leiden_to_k(graph: sp.spmatrix, n_clusters: int, *, seed: int, flavor: Flavor,
+                 max_steps: int = 12) -> np.ndarray:
+    """Leiden with the resolution bisected over [0.01, 5] to give ``n_clusters`` communities (the
+    closest count found when it is never hit exactly)."""
+    lo, hi, best = 0.01, 5.0, None
+    for _ in range(max_steps):
+        mid = (lo + hi) / 2
+        labels = leiden_on_graph(graph, resolution=mid, seed=seed, flavor=flavor)
+        n = len(np.unique(labels))
+        if best is None or abs(n - n_clusters) < abs(len(np.unique(best)) - n_clusters):
+            best = labels
+        if n == n_clusters:
+            break
+        lo, hi = (mid, hi) if n < n_clusters else (lo, mid)
+    return best
+
+
+def leiden(emb, *, resolution: float = 1.0, n_clusters: int | None = None, n_neighbors: int = 15,
+           seed: int = 0, flavor: Flavor = "igraph") -> np.ndarray:
     """Leiden clustering of an embedding on its kNN graph.
 
     Parameters
@@ -168,18 +115,27 @@ def leiden(emb, *, resolution: float = 1.0, n_neighbors: int = 15, seed: int = 0
         Cells x dimensions array (e.g. a joint or fused embedding).
     resolution
         Leiden resolution; higher values give more clusters.
+    n_clusters
+        When given, the resolution is bisected (12 steps over [0.01, 5]) to give this many
+        clusters, or the closest count reached.
     n_neighbors
         Neighbours per cell in the graph (the cell itself not counted).
     seed
         Random seed; the result is deterministic for a given seed.
+    flavor
+        ``"igraph"`` (weighted UMAP-style graph) or ``"leidenalg"`` (unweighted graph, scMDCF's
+        historical path); see :func:`leiden_on_graph`.
 
     Returns
     -------
     numpy.ndarray
         Integer cluster labels (0 = largest cluster).
     """
-    graph = knn_graph(emb, n_neighbors=n_neighbors)
-    return leiden_on_graph(graph, resolution=resolution, seed=seed)
+    graph = knn_graph(emb, n_neighbors=n_neighbors, weights="binary" if flavor == "leidenalg" else "umap")
+    if n_clusters is not None:
+        _check_n_clusters(n_clusters, graph.shape[0])
+        return _leiden_to_k(graph, int(n_clusters), seed=seed, flavor=flavor)
+    return leiden_on_graph(graph, resolution=resolution, seed=seed, flavor=flavor)
 
 
 def kmeans(
@@ -222,7 +178,8 @@ def _check_n_clusters(n_clusters: int, n_cells: int, hint: str = "") -> None:
 
 
 def estimate_n_clusters(
-    emb, *, resolution: float = 1.0, n_neighbors: int = 15, seed: int = 0, min_size: int = 1
+    emb, *, resolution: float = 1.0, n_neighbors: int = 15, seed: int = 0, min_size: int = 1,
+    flavor: Flavor = "igraph",
 ) -> int:
     """Estimate the number of clusters K by Leiden clustering of the kNN graph.
 
@@ -238,13 +195,15 @@ def estimate_n_clusters(
         Random seed.
     min_size
         Clusters with fewer cells than this are not counted (``1`` counts all).
+    flavor
+        Leiden implementation, see :func:`leiden`.
 
     Returns
     -------
     int
         The number of Leiden clusters (at least 1).
     """
-    labels = leiden(emb, resolution=resolution, n_neighbors=n_neighbors, seed=seed)
+    labels = leiden(emb, resolution=resolution, n_neighbors=n_neighbors, seed=seed, flavor=flavor)
     sizes = np.bincount(labels)
     return max(int((sizes >= min_size).sum()), 1)
 
@@ -306,8 +265,7 @@ def consensus_clusters(labelings, n_clusters: int, *, max_cells: int = CONSENSUS
     if int(n_clusters) == 1:
         return np.zeros(codes.shape[0], dtype=np.int64)
     onehot, n_runs, n = _one_hot(codes), codes.shape[1], codes.shape[0]
-    rows = np.arange(n) if n <= max_cells else \
-        np.sort(np.random.default_rng(seed).choice(n, max_cells, replace=False))
+    rows = sample_or_all(n, max_cells, seed)
     sample = onehot[rows]
     distance = 1.0 - (sample @ sample.T).toarray().astype(np.float64) / n_runs
     tree = AgglomerativeClustering(int(n_clusters), metric="precomputed",

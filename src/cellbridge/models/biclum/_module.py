@@ -6,18 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._nn import mlp
+
 OTHER, RNA = 0, 1
 
 
-def mlp_encoder(n_in: int, n_out: int, *, n_hidden: int = 256, depth: int = 2, dropout: float = 0.2) -> nn.Sequential:
+def cell_encoder(n_in: int, n_out: int, *, n_hidden: int = 256, depth: int = 2, dropout: float = 0.2) -> nn.Sequential:
     """``depth`` x [Linear -> BatchNorm1d -> LeakyReLU(0.2) -> Dropout], then Linear(n_hidden, n_out)."""
-    layers: list[nn.Module] = []
-    width = n_in
-    for _ in range(depth):
-        layers += [nn.Linear(width, n_hidden), nn.BatchNorm1d(n_hidden), nn.LeakyReLU(0.2), nn.Dropout(dropout)]
-        width = n_hidden
-    layers.append(nn.Linear(width, n_out))
-    return nn.Sequential(*layers)
+    return mlp([n_in, *[n_hidden] * depth, n_out], activation=lambda: nn.LeakyReLU(0.2), dropout=dropout,
+               last_activation=False)
 
 
 class BiCLUMModule(nn.Module):
@@ -48,10 +45,10 @@ class BiCLUMModule(nn.Module):
     ):
         super().__init__()
         self.cell_encoders = nn.ModuleList(
-            mlp_encoder(n, n_latent, n_hidden=n_hidden, dropout=dropout) for n in n_cell_inputs
+            cell_encoder(n, n_latent, n_hidden=n_hidden, dropout=dropout) for n in n_cell_inputs
         )
         self.feature_encoders = nn.ModuleList(
-            mlp_encoder(n, n_latent, n_hidden=n_hidden, dropout=dropout) for n in n_profile_inputs
+            cell_encoder(n, n_latent, n_hidden=n_hidden, dropout=dropout) for n in n_profile_inputs
         )
         self.scale = nn.ParameterList(nn.Parameter(torch.zeros(m)) for m in n_features)
         self.bias = nn.ParameterList(nn.Parameter(torch.zeros(m)) for m in n_features)

@@ -1,13 +1,18 @@
-"""scMDCF torch network and training loop (tensors and batch sources; no AnnData here).
+"""scMDCF training (METHODS §2.4): pre-training, KMeans initialisation of the DEC centroids,
+DEC fine-tuning, in one process or data-parallel.
 
-METHODS §2.2 (network) and §2.4 (pre-training, KMeans initialisation, DEC fine-tuning).
+The loop is written once against the group strategy of :mod:`cellbridge.models.distributed`
+(:class:`~cellbridge.models.distributed.LocalGroup` in one process,
+:class:`~cellbridge.models.distributed.DataParallelGroup` in each process of a data-parallel
+group). Tensors and batch sources only; no AnnData here.
 """
 
 from __future__ import annotations
 
-import itertools
+import copy
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,127 +20,52 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._scmdcf_data import PairedBatches
-from .losses import (
+from ..._errors import CellBridgeInputError
+from ..._utils import subsample_rows
+from ...tl.clustering import estimate_n_clusters
+from ..distributed import (
+    LOCAL,
+    DataParallelGroup,
+    LocalGroup,
+    cpu_state,
+    launch,
+    sync_batchnorm,
+)
+from ..losses import (
     dec_kl_loss,
     dec_soft_assignment,
     dec_target_distribution,
     mse_reconstruction_loss,
     mutual_information_loss,
 )
+from ..training import make_optimizer, set_seed
+from ._data import PairedBatches
+from ._module import ScMDCFModule
+from ._presets import ScMDCFParams
 
 
-class LocalGroup:
-    """The process group of single-process training: every cross-process operation is the identity.
+def fit_module(module: ScMDCFModule, source: PairedBatches, cfg: ScMDCFParams,
+               n_clusters: int | None, seed: int, progress: bool = True,
+               group: LocalGroup = LOCAL) -> dict[str, Any]:
+    """Pre-train, initialise the centroids (estimating K when None), fine-tune (METHODS §2.4).
 
-    :class:`cellbridge.models.scmdcf_distributed.DataParallelGroup` implements the same methods
-    with ``torch.distributed``; the training loop is written once against this interface.
+    One member's whole training, run by one process or by every process of a data-parallel
+    ``group`` (Leiden and KMeans then run on rank 0, their results are broadcast).
+
+    Returns
+    -------
+    ``{"history": per-epoch loss terms of both phases, "n_clusters": K used}``.
     """
-
-    rank = 0
-    world_size = 1
-
-    def split(self, idx: torch.Tensor) -> torch.Tensor:
-        """This process's rows of the global batch ``idx``."""
-        return idx
-
-    def all_sum(self, x: torch.Tensor) -> torch.Tensor:
-        """Sum of ``x`` over processes (autograd-aware)."""
-        return x
-
-    def mean_weight(self, n_local: int, n_global: int) -> float:
-        """Factor turning a mean over ``n_local`` rows into this process's share of the global mean."""
-        return 1.0
-
-    def share(self, n: int) -> tuple[int, int]:
-        """Rows ``[start, stop)`` of ``n`` cells that this process embeds."""
-        return 0, n
-
-    def assemble(self, part: torch.Tensor, start: int, n: int) -> torch.Tensor:
-        """All ``n`` rows from each process's rows ``part`` (starting at ``start``)."""
-        return part
-
-    def average(self, values: dict[str, float]) -> dict[str, float]:
-        """Mean over processes of per-process numbers (epoch losses)."""
-        return values
-
-    def broadcast(self, x: torch.Tensor) -> torch.Tensor:
-        """Rank 0's ``x`` on every process."""
-        return x
-
-    def wrap(self, module: nn.Module, step: Callable) -> Callable:
-        """The callable that runs a training ``step`` (DDP's forward in a data-parallel group)."""
-        return step
-
-
-LOCAL = LocalGroup()
-
-
-def mlp(dims: Sequence[int], *, last_activation: bool = True) -> nn.Sequential:
-    """Linear → BatchNorm1d → ReLU for every layer; the last layer is plain Linear when
-    ``last_activation`` is False."""
-    layers: list[nn.Module] = []
-    for i, (d_in, d_out) in enumerate(itertools.pairwise(dims)):
-        layers.append(nn.Linear(d_in, d_out))
-        if last_activation or i < len(dims) - 2:
-            layers += [nn.BatchNorm1d(d_out), nn.ReLU()]
-    return nn.Sequential(*layers)
-
-
-class ScMDCFModule(nn.Module):
-    """Two encoders, a fusion block giving ``z``, two decoders from ``z`` and DEC centroids.
-
-    Parameters
-    ----------
-    n_rna, n_other
-        Input widths of the two modalities.
-    enc_hidden
-        Encoder widths after the input, e.g. ``(512, 64)`` (ATAC) or ``(512, 64, 8)`` (ADT).
-    fusion_hidden
-        Fusion widths between the concatenated codes and ``z`` (``(32,)`` ATAC, ``()`` ADT).
-    dec_hidden
-        Decoder widths between ``z`` and the output, e.g. ``(64, 512)``.
-    z_dim, n_clusters
-        Width of the fused embedding and number of DEC centroids.
-    output_activation
-        ``"relu_bn"`` (reference) or ``"linear"`` decoder output layer (defect E2).
-    latent_activation
-        ``"relu_bn"`` (reference) or ``"linear"`` last fusion layer.
-    """
-
-    def __init__(
-        self,
-        n_rna: int,
-        n_other: int,
-        *,
-        enc_hidden: Sequence[int] = (512, 64),
-        fusion_hidden: Sequence[int] = (32,),
-        dec_hidden: Sequence[int] = (64, 512),
-        z_dim: int = 8,
-        n_clusters: int = 2,
-        output_activation: str = "relu_bn",
-        latent_activation: str = "relu_bn",
-    ):
-        super().__init__()
-        out_act = output_activation == "relu_bn"
-        self.enc_rna = mlp([n_rna, *enc_hidden])
-        self.enc_other = mlp([n_other, *enc_hidden])
-        self.fusion = mlp([2 * enc_hidden[-1], *fusion_hidden, z_dim],
-                          last_activation=latent_activation == "relu_bn")
-        self.dec_rna = mlp([z_dim, *dec_hidden, n_rna], last_activation=out_act)
-        self.dec_other = mlp([z_dim, *dec_hidden, n_other], last_activation=out_act)
-        self.centers = nn.Parameter(torch.zeros(n_clusters, z_dim))
-
-    def forward(self, x_rna: torch.Tensor, x_other: torch.Tensor) -> dict[str, torch.Tensor]:
-        h_rna, h_other = self.enc_rna(x_rna), self.enc_other(x_other)
-        z = self.fusion(torch.cat([h_rna, h_other], dim=1))
-        return {"h_rna": h_rna, "h_other": h_other, "z": z,
-                "rec_rna": self.dec_rna(z), "rec_other": self.dec_other(z)}
-
-
-# ---------------------------------------------------------------------------------------------
-# training loop
-# ---------------------------------------------------------------------------------------------
+    set_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    history = pretrain(module, source, cfg, gen, progress, group)
+    z = embed(module, source, group=group).cpu().numpy()
+    if n_clusters is None:
+        k = max(2, estimate_n_clusters(z, resolution=cfg.leiden_resolution, seed=seed, flavor="leidenalg")) if group.rank == 0 else 0
+        n_clusters = int(group.broadcast(torch.tensor([k], device=module.centers.device)).item())
+    init_centers(module, z, n_clusters, seed, cfg.n_init, group)
+    history += finetune(module, source, cfg, gen, progress, group)
+    return {"history": history, "n_clusters": n_clusters}
 
 
 def batch_indices(n: int, batch_size: int | None, generator: torch.Generator) -> list[torch.Tensor]:
@@ -175,22 +105,13 @@ def _terms(module, out, xb_rna, xb_other, lamb, group: LocalGroup | None = None)
     }
 
 
-def make_optimizer(name: str, params, lr: float, rho: float = 0.8) -> torch.optim.Optimizer:
-    """``"adam"`` (amsgrad, as the reference pre-training) or ``"adadelta"`` (reference fine-tuning)."""
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, amsgrad=True)
-    if name == "adadelta":
-        return torch.optim.Adadelta(params, lr=lr, rho=rho)
-    raise ValueError(f'optimizer must be "adam" or "adadelta", got {name!r}')
-
-
 def _run_epochs(
     phase: str,
     n_epochs: int,
     step: Callable[[torch.Tensor, int], dict[str, torch.Tensor]],
     optimizer: torch.optim.Optimizer,
     n: int,
-    cfg: dict[str, Any],
+    cfg: ScMDCFParams,
     generator: torch.Generator,
     progress: bool,
     group: LocalGroup = LOCAL,
@@ -205,7 +126,7 @@ def _run_epochs(
     global_step = 0
     for epoch in bar:
         sums: dict[str, float] = {}
-        batches = batch_indices(n, cfg["batch_size"], generator)
+        batches = batch_indices(n, cfg.batch_size, generator)
         for idx in batches:
             terms = step(idx, global_step)
             optimizer.zero_grad(set_to_none=True)
@@ -234,7 +155,7 @@ def _check_source(source) -> PairedBatches:
     return source
 
 
-def pretrain(module: ScMDCFModule, source: PairedBatches, cfg: dict[str, Any], generator: torch.Generator,
+def pretrain(module: ScMDCFModule, source: PairedBatches, cfg: ScMDCFParams, generator: torch.Generator,
              progress: bool = True, group: LocalGroup = LOCAL) -> list[dict[str, float]]:
     """Reconstruction + weighted contrastive loss (reference: Adam 1e-2 amsgrad, 1·1·0.1).
 
@@ -242,63 +163,63 @@ def pretrain(module: ScMDCFModule, source: PairedBatches, cfg: dict[str, Any], g
     takes its slice of every global batch. The DEC centroids are frozen (unused) in this phase.
     """
     source = _check_source(source)
-    w = cfg["pretrain_weights"]
+    w = cfg.pretrain_weights
     module.train()
-    opt = make_optimizer(cfg["pretrain_optimizer"], module.parameters(), cfg["pretrain_lr"])
+    opt = make_optimizer(cfg.pretrain_optimizer, module.parameters(), cfg.pretrain_lr)
 
     def step(idx, _):
         local = group.split(idx)
         xb_rna, xb_other = source.rows(local)
-        t = _terms(module, module(xb_rna, xb_other), xb_rna, xb_other, cfg["lamb"], group)
+        t = _terms(module, module(xb_rna, xb_other), xb_rna, xb_other, cfg.lamb, group)
         _rescale_means(t, ("rec_rna", "rec_other"), group.mean_weight(len(local), len(idx)))
         t["loss"] = w["rec_rna"] * t["rec_rna"] + w["rec_other"] * t["rec_other"] + w["cl"] * t["cl"]
         return t
 
     module.centers.requires_grad_(False)
     try:
-        return _run_epochs("pretrain", cfg["pretrain_epochs"], group.wrap(module, step), opt, source.n_obs,
+        return _run_epochs("pretrain", cfg.pretrain_epochs, group.wrap(module, step), opt, source.n_obs,
                            cfg, generator, progress, group)
     finally:
         module.centers.requires_grad_(True)
 
 
-def finetune(module: ScMDCFModule, source: PairedBatches, cfg: dict[str, Any], generator: torch.Generator,
+def finetune(module: ScMDCFModule, source: PairedBatches, cfg: ScMDCFParams, generator: torch.Generator,
              progress: bool = True, group: LocalGroup = LOCAL) -> list[dict[str, float]]:
     """DEC fine-tuning: weighted reconstruction + KL(P‖Q) + contrastive loss.
 
-    ``cfg["dec_target"] == "live"`` recomputes P from the batch's Q with gradient (reference,
+    ``cfg.dec_target == "live"`` recomputes P from the batch's Q with gradient (reference,
     defect E3); ``"fixed"`` computes P on all cells (in chunks) without gradient every
-    ``cfg["target_update_interval"]`` steps (standard DEC). The cluster frequencies
+    ``cfg.target_update_interval`` steps (standard DEC). The cluster frequencies
     ``f_j = Σ_i q_ij`` of the live target are summed over the whole global batch.
     """
     source = _check_source(source)
-    w = cfg["finetune_weights"]
+    w = cfg.finetune_weights
     module.train()
-    opt = make_optimizer(cfg["finetune_optimizer"], module.parameters(), cfg["finetune_lr"],
-                         cfg["rho"])
+    opt = make_optimizer(cfg.finetune_optimizer, module.parameters(), cfg.finetune_lr,
+                         cfg.rho)
     state: dict[str, torch.Tensor] = {}
 
     def step(idx, global_step):
         local = group.split(idx)
         xb_rna, xb_other = source.rows(local)
         out = module(xb_rna, xb_other)
-        q = dec_soft_assignment(out["z"], module.centers, cfg["alpha"])
-        if cfg["dec_target"] == "live":
+        q = dec_soft_assignment(out["z"], module.centers, cfg.alpha)
+        if cfg.dec_target == "live":
             p = dec_target_distribution(q, group.all_sum)
         else:
-            if global_step % cfg["target_update_interval"] == 0:
+            if global_step % cfg.target_update_interval == 0:
                 with torch.no_grad():
-                    q_all = dec_soft_assignment(embed(module, source, group=group), module.centers, cfg["alpha"])
+                    q_all = dec_soft_assignment(embed(module, source, group=group), module.centers, cfg.alpha)
                     state["p"] = dec_target_distribution(q_all)
             p = state["p"][local]
-        t = _terms(module, out, xb_rna, xb_other, cfg["lamb"], group)
+        t = _terms(module, out, xb_rna, xb_other, cfg.lamb, group)
         t["kl"] = dec_kl_loss(p, q)
         _rescale_means(t, ("rec_rna", "rec_other", "kl"), group.mean_weight(len(local), len(idx)))
         t["loss"] = (w["rec_rna"] * t["rec_rna"] + w["rec_other"] * t["rec_other"]
                      + w["kl"] * t["kl"] + w["cl"] * t["cl"])
         return t
 
-    return _run_epochs("finetune", cfg["finetune_epochs"], group.wrap(module, step), opt, source.n_obs,
+    return _run_epochs("finetune", cfg.finetune_epochs, group.wrap(module, step), opt, source.n_obs,
                        cfg, generator, progress, group)
 
 
@@ -312,8 +233,8 @@ def kmeans_centers(z: np.ndarray, n_clusters: int, seed: int, n_init: int = 20,
     rows when ``z`` is larger (None: always all rows)."""
     from sklearn.cluster import KMeans
 
-    if max_cells is not None and z.shape[0] > max_cells:
-        z = z[np.sort(np.random.default_rng(seed).choice(z.shape[0], max_cells, replace=False))]
+    rows = subsample_rows(z.shape[0], max_cells, seed)
+    z = z if rows is None else z[rows]
     return KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit(z).cluster_centers_
 
 
@@ -333,3 +254,68 @@ def init_centers(module: ScMDCFModule, z: np.ndarray, n_clusters: int, seed: int
     centers = group.broadcast(centers.to(module.centers.device))
     module.centers = nn.Parameter(centers)
     return centers.cpu().numpy()
+
+
+@dataclass
+class _Job:
+    """What a worker needs: the initial module, the data, the settings."""
+
+    module: ScMDCFModule
+    source: PairedBatches
+    cfg: ScMDCFParams
+    n_clusters: int | None
+    seed: int
+    progress: bool
+
+
+def fit_distributed(module: ScMDCFModule, source: PairedBatches, cfg: ScMDCFParams, n_clusters: int | None,
+                    seed: int, progress: bool = True, *, world_size: int, backend: str = "gloo",
+                    init_method: str | None = None, threads_per_process: int = 1) -> dict[str, Any]:
+    """:func:`fit_module` data-parallel on ``world_size`` processes (same result up to float
+    rounding); the trained weights are loaded into ``module``.
+
+    Every process draws the same batch permutation from the shared seed and trains on its
+    contiguous slice of each global batch (near-equal slices). The processes exchange exactly what
+    the single-process step computes from the whole global batch: the contrastive joint
+    distribution and the live DEC target's cluster frequencies are all-reduced (autograd-aware);
+    the fixed target is computed from all cells, each process embedding a share; every BatchNorm
+    uses the global batch's statistics; per-cell means are weighted ``W · n_r / N`` so that the
+    gradients DDP averages are those of the global-batch loss; K estimation and the KMeans
+    initialisation run on rank 0 and are broadcast.
+
+    Parameters
+    ----------
+    world_size
+        Number of processes (under ``torchrun``: ``WORLD_SIZE``); every global batch must have at
+        least ``world_size`` cells.
+    backend, init_method, threads_per_process
+        As for :func:`cellbridge.models.distributed.launch`.
+    """
+    _check_split(source.n_obs, cfg.batch_size, world_size)
+    job = _Job(copy.deepcopy(module).cpu(), source.to(torch.device("cpu")), cfg, n_clusters, seed, progress)
+    result = launch(_train_rank, job, world_size=world_size, backend=backend, init_method=init_method,
+                    threads_per_process=threads_per_process)
+    device = module.centers.device
+    module.centers = nn.Parameter(torch.empty_like(result["state"]["centers"]))
+    module.load_state_dict(result["state"])
+    module.to(device)
+    return result
+
+
+def _check_split(n_cells: int, batch_size: int | None, world_size: int) -> None:
+    """Every process must get at least one cell of every global batch."""
+    smallest = n_cells if batch_size is None or batch_size >= n_cells else n_cells // math.ceil(n_cells / batch_size)
+    if smallest < world_size:
+        raise CellBridgeInputError(
+            f"the smallest global batch has {smallest} cells, fewer than world_size={world_size} "
+            "processes; use a larger batch_size or fewer processes."
+        )
+
+
+def _train_rank(job: _Job, device: torch.device) -> dict:
+    """One process's training inside an initialised process group (rank 0's result is kept)."""
+    module = sync_batchnorm(copy.deepcopy(job.module).to(device), device)
+    group = DataParallelGroup(device)
+    result = fit_module(module, job.source.to(device), job.cfg, job.n_clusters, job.seed,
+                        job.progress and group.rank == 0, group)
+    return {**result, "state": cpu_state(module)}

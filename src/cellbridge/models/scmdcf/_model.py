@@ -24,160 +24,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._errors import CellBridgeInputError, CellBridgeWarning
-from ..pp.paired import infer_modality, prepare_paired, split_mudata
-from ..tl.clustering import consensus_clusters
-from . import scmdcf_module as M
-from ._scmdcf_data import PairedBatches, sparse_threshold
-from .scmdcf_presets import (
-    CLUSTER_METHODS,
-    effective_batch_size,
-    effective_n_models,
-    resolve_hyperparams,
-)
-from .training import load_model_dir, save_model_dir, select_device, set_seed
+from ..._errors import CellBridgeInputError, CellBridgeWarning
+from ...pp.paired import MUDATA_KEYS, infer_modality, split_mudata
+from ...tl.clustering import consensus_clusters, leiden
+from ..distributed import resolve_world_size
+from ..losses import dec_soft_assignment
+from ..training import load_model_dir, save_model_dir, select_device, set_seed
+from ._data import PairedBatches, modality_agreement_weights, prepare_paired
+from ._module import ScMDCFModule
+from ._presets import CLUSTER_METHODS, ScMDCFParams, resolve_params
+from ._training import embed, fit_distributed, fit_module
 
 logger = logging.getLogger("cellbridge")
 
 _PREP_KEYS = ("n_top_rna", "n_top_other", "atac_representation", "n_lsi", "rna_representation",
               "n_pcs", "clip")
-
-
-def knn_igraph(z: np.ndarray, n_neighbors: int = 15):
-    """Symmetrised unweighted ``n_neighbors``-NN graph of ``z`` as an ``igraph.Graph``."""
-    import igraph as ig
-    from sklearn.neighbors import kneighbors_graph
-
-    k = max(1, min(n_neighbors, z.shape[0] - 1))
-    adj = kneighbors_graph(np.asarray(z, dtype=np.float64), k, mode="connectivity")
-    adj = ((adj + adj.T) > 0).tocoo()
-    keep = adj.row < adj.col
-    return ig.Graph(n=z.shape[0], edges=list(zip(adj.row[keep].tolist(), adj.col[keep].tolist())))
-
-
-def leiden_membership(graph, resolution: float = 1.0, seed: int = 0, *,
-                      weights: str | None = None) -> np.ndarray:
-    """Leiden (RB-configuration, ``resolution``) community of each vertex; ``weights`` names an
-    edge attribute of ``graph`` to use as edge weights (None: unweighted)."""
-    import leidenalg
-
-    part = leidenalg.find_partition(graph, leidenalg.RBConfigurationVertexPartition,
-                                    resolution_parameter=resolution, seed=seed, n_iterations=2,
-                                    weights=weights)
-    return np.asarray(part.membership)
-
-
-def leiden_n_clusters(z: np.ndarray, n_clusters: int, *, n_neighbors: int = 15, seed: int = 0,
-                      max_steps: int = 12) -> np.ndarray:
-    """Leiden labels on the kNN graph of ``z`` with the resolution bisected to give ``n_clusters``.
-
-    Parameters
-    ----------
-    z
-        Embedding (cells x dims).
-    n_clusters
-        Wanted number of communities.
-    n_neighbors, seed
-        kNN graph size and Leiden seed.
-    max_steps
-        Bisection steps over resolutions in [0.01, 5]; the closest count found is returned when
-        ``n_clusters`` is never hit exactly.
-
-    Returns
-    -------
-    Labels ``0..k-1`` (cells,).
-    """
-    return leiden_graph_n_clusters(knn_igraph(z, n_neighbors), n_clusters, seed=seed, max_steps=max_steps)
-
-
-def leiden_graph_n_clusters(graph, n_clusters: int, *, seed: int = 0, max_steps: int = 12,
-                            weights: str | None = None) -> np.ndarray:
-    """Leiden labels on an igraph ``graph``, resolution bisected to give ``n_clusters`` (see
-    :func:`leiden_n_clusters`; ``weights`` as in :func:`leiden_membership`)."""
-    lo, hi, best = 0.01, 5.0, None
-    for _ in range(max_steps):
-        mid = (lo + hi) / 2
-        labels = leiden_membership(graph, mid, seed, weights=weights)
-        n = len(np.unique(labels))
-        if best is None or abs(n - n_clusters) < abs(len(np.unique(best)) - n_clusters):
-            best = labels
-        if n == n_clusters:
-            break
-        lo, hi = (mid, hi) if n < n_clusters else (lo, mid)
-    return best
-
-
-def estimate_n_clusters(z: np.ndarray, *, resolution: float = 1.0, n_neighbors: int = 15,
-                        seed: int = 0) -> int:
-    """Number of Leiden communities on the kNN graph of ``z`` (at least 2)."""
-    labels = leiden_membership(knn_igraph(z, n_neighbors), resolution, seed)
-    return max(2, len(np.unique(labels)))
-
-
-def _unit_pcs(x: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Leading principal components of ``x`` scaled to total variance 1."""
-    from sklearn.decomposition import PCA
-
-    n = max(1, min(n, x.shape[1], x.shape[0] - 1))
-    pcs = PCA(n_components=n, random_state=seed).fit_transform(np.asarray(x, dtype=np.float64))
-    return pcs / max(np.sqrt(pcs.var(axis=0).sum()), 1e-12)
-
-
-def modality_agreement_weights(x_rna: np.ndarray, x_other: np.ndarray, n_clusters: int | None = None,
-                               *, n_pcs: int = 20, max_cells: int = 20000,
-                               seed: int = 0) -> tuple[float, float]:
-    """Label-free informativeness weight of each modality, in (0, 1], the larger being 1.
-
-    Each modality's leading PCs are scaled to total variance 1 and concatenated; KMeans (K =
-    ``n_clusters``, 10 when None) is run on each modality and on the concatenation. A modality's
-    score is the NMI between its own clustering and the joint one: a modality with cell-type
-    structure shapes the joint clustering, one that is mostly noise does not. Weights are the
-    scores divided by the larger score. Above ``max_cells`` cells a seeded sample is used; sparse
-    inputs are densified on that sample.
-
-    Returns
-    -------
-    ``(w_rna, w_other)``.
-    """
-    import scipy.sparse as sp
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import normalized_mutual_info_score as nmi
-
-    k = int(n_clusters or 10)
-    n = x_rna.shape[0]
-    rows = np.sort(np.random.default_rng(seed).choice(n, max_cells, replace=False)) if n > max_cells \
-        else np.arange(n)
-    dense = [x[rows].toarray() if sp.issparse(x) else np.asarray(x[rows]) for x in (x_rna, x_other)]
-    reps = [_unit_pcs(x, n_pcs, seed) for x in dense]
-    labels = [KMeans(k, n_init=5, random_state=seed).fit_predict(r)
-              for r in (*reps, np.hstack(reps))]
-    scores = np.array([max(nmi(labels[i], labels[2]), 1e-3) for i in (0, 1)])
-    w = scores / scores.max()
-    return float(w[0]), float(w[1])
-
-
-def fit_module(module: M.ScMDCFModule, source: PairedBatches, cfg: dict[str, Any],
-               n_clusters: int | None, seed: int, progress: bool = True,
-               group: M.LocalGroup = M.LOCAL) -> dict[str, Any]:
-    """Pre-train, initialise the centroids (estimating K when None), fine-tune (METHODS §2.4).
-
-    The whole of :meth:`scMDCF.train`, run by one process or by every process of a data-parallel
-    ``group`` (Leiden and KMeans then run on rank 0, their results are broadcast).
-
-    Returns
-    -------
-    ``{"history": per-epoch loss terms of both phases, "n_clusters": K used}``.
-    """
-    set_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    history = M.pretrain(module, source, cfg, gen, progress, group)
-    z = M.embed(module, source, group=group).cpu().numpy()
-    if n_clusters is None:
-        k = estimate_n_clusters(z, resolution=cfg["leiden_resolution"], seed=seed) if group.rank == 0 else 0
-        n_clusters = int(group.broadcast(torch.tensor([k], device=_module_device(module))).item())
-    M.init_centers(module, z, n_clusters, seed, cfg["n_init"], group)
-    history += M.finetune(module, source, cfg, gen, progress, group)
-    return {"history": history, "n_clusters": n_clusters}
+PHASES = ("pretrain", "finetune")
 
 
 def _pretrain_fit(history: list[dict[str, Any]], weights: dict[str, float]) -> float:
@@ -200,11 +62,6 @@ def _warn_dropped_modality(weights: tuple[float, float], modality: str, floor: f
                 f"alone. Compare them with KMeans/Leiden on {kept} PCA (docs/scmdcf.md, 'Where the "
                 "default does not beat the best baseline'), or pass modality_weighting='none' to "
                 "keep both.", CellBridgeWarning, stacklevel=4)
-
-
-def _module_device(module: torch.nn.Module) -> torch.device:
-    """Device of ``module``'s parameters."""
-    return next(module.parameters()).device
 
 
 class scMDCF:  # the published method's name
@@ -231,7 +88,7 @@ class scMDCF:  # the published method's name
     accelerator
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     **hyperparams
-        Overrides of the preset (see ``cellbridge.models.scmdcf_presets``), e.g.
+        Overrides of the preset (fields of :class:`~cellbridge.models.scmdcf.ScMDCFParams`), e.g.
         ``output_activation="linear"``, ``dec_target="fixed"``, ``batch_size=256``, ``lamb=1``.
     """
 
@@ -253,11 +110,11 @@ class scMDCF:  # the published method's name
         if not isinstance(other_ad, ad.AnnData):
             raise CellBridgeInputError(f"`other` must be an AnnData, got {type(other_ad).__name__}.")
         self.modality = modality or hint or infer_modality(other_ad)
-        self.hyperparams = resolve_hyperparams(preset, self.modality, hyperparams)
+        self.params: ScMDCFParams = resolve_params(preset, self.modality, hyperparams)
         self.rna, self.other = prepare_paired(
             rna_ad, other_ad, modality=self.modality, layer_rna=layer_rna, layer_other=layer_other,
-            seed=seed, sparse_above=sparse_threshold(self.hyperparams),
-            **{k: self.hyperparams[k] for k in _PREP_KEYS},
+            seed=seed, sparse_above=self.params.sparse_threshold(),
+            **{k: getattr(self.params, k) for k in _PREP_KEYS},
         )
         if n_clusters is not None:
             self._check_k(n_clusters)
@@ -269,13 +126,14 @@ class scMDCF:  # the published method's name
         self.device = select_device(accelerator)
         self.n_clusters_ = n_clusters
         self.n_clusters_source_ = "given" if n_clusters is not None else None
-        self.history_: list[dict[str, float]] = []
+        self.history_: list[dict[str, Any]] = []
+        self.train_summary_: dict[str, Any] = {}
         self.is_trained_ = False
-        self.member_ids_ = list(range(effective_n_models(self.hyperparams, self.rna.n_obs)))
+        self.member_ids_ = list(range(self.params.effective_n_models(self.rna.n_obs)))
         self.modules_ = [self._build_module(n_clusters or 1, self.member_seed(i)) for i in self.member_ids_]
 
     @property
-    def module(self) -> M.ScMDCFModule:
+    def module(self) -> ScMDCFModule:
         """The network of the first (with ``n_models=1`` the only) ensemble member."""
         return self.modules_[0]
 
@@ -296,36 +154,35 @@ class scMDCF:  # the published method's name
         raised to ``modality_weight_power`` (and set to 0 below ``modality_weight_floor``) multiply
         each modality's reconstruction weight in both phases, and the smaller one the contrastive
         weight (aligning with a noise modality is harmful); returns ``w`` ((1, 1) without weighting)."""
-        if self.hyperparams["modality_weighting"] == "none":
+        if self.params.modality_weighting == "none":
             return 1.0, 1.0
         w = modality_agreement_weights(self.rna.X, self.other.X, n_clusters, seed=seed)
-        w = tuple(float(v ** self.hyperparams["modality_weight_power"]) for v in w)
-        w = tuple(v if v >= self.hyperparams["modality_weight_floor"] else 0.0 for v in w)
+        w = tuple(float(v ** self.params.modality_weight_power) for v in w)
+        w = tuple(v if v >= self.params.modality_weight_floor else 0.0 for v in w)
+        scaled = {}
         for phase in ("pretrain_weights", "finetune_weights"):
-            self.hyperparams[phase]["rec_rna"] *= w[0]
-            self.hyperparams[phase]["rec_other"] *= w[1]
-            self.hyperparams[phase]["cl"] *= min(w)
+            weights = dict(getattr(self.params, phase))
+            weights["rec_rna"] *= w[0]
+            weights["rec_other"] *= w[1]
+            weights["cl"] *= min(w)
+            scaled[phase] = weights
+        self.params = self.params.replace(**scaled)
         logger.info("scMDCF: modality weights RNA %.3f, %s %.3f", w[0], self.modality, w[1])
-        _warn_dropped_modality(w, self.modality, self.hyperparams["modality_weight_floor"])
+        _warn_dropped_modality(w, self.modality, self.params.modality_weight_floor)
         return w
 
-    def _build_module(self, n_clusters: int, seed: int) -> M.ScMDCFModule:
-        hp = self.hyperparams
+    def _build_module(self, n_clusters: int, seed: int) -> ScMDCFModule:
+        p = self.params
         set_seed(seed)
-        return M.ScMDCFModule(
-            self.rna.n_vars, self.other.n_vars, enc_hidden=tuple(hp["enc_hidden"]),
-            fusion_hidden=tuple(hp["fusion_hidden"]), dec_hidden=tuple(hp["dec_hidden"]),
-            z_dim=hp["z_dim"], n_clusters=n_clusters, output_activation=hp["output_activation"],
-            latent_activation=hp["latent_activation"],
+        return ScMDCFModule(
+            self.rna.n_vars, self.other.n_vars, enc_hidden=p.enc_hidden, fusion_hidden=p.fusion_hidden,
+            dec_hidden=p.dec_hidden, z_dim=p.z_dim, n_clusters=n_clusters,
+            output_activation=p.output_activation, latent_activation=p.latent_activation,
         ).to(self.device)
 
     def _source(self) -> PairedBatches:
         """Batches of the prepared data (dense tensors, or sparse values scaled per batch)."""
         return PairedBatches.from_prepared(self.rna, self.other, self.device)
-
-    def _tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All scaled rows as two dense tensors (small data; training uses :meth:`_source`)."""
-        return self._source().rows(slice(None))
 
     # ------------------------------------------------------------------ training
     def train(self, pretrain_epochs: int | None = None, finetune_epochs: int | None = None, *,
@@ -335,29 +192,41 @@ class scMDCF:  # the published method's name
         Parameters
         ----------
         pretrain_epochs, finetune_epochs
-            Epochs of each phase (None: the preset's, 200 + 200).
+            Epochs of each phase (None: the preset's, 200 + 200; 0 skips the phase).
         progress
             Show a tqdm bar with each loss term.
         world_size
             ``> 1`` trains data-parallel in that many processes, each on a near-equal slice of every
-            global batch (:func:`cellbridge.models.scmdcf_distributed.train_distributed`).
+            global batch (:func:`cellbridge.models.scmdcf._training.fit_distributed`); under
+            ``torchrun`` the group's size is used.
         **distributed
             ``backend``, ``init_method``, ``threads_per_process`` for ``world_size > 1``.
-        """
-        if world_size > 1:
-            from .scmdcf_distributed import train_distributed
 
-            train_distributed(self, world_size=world_size, pretrain_epochs=pretrain_epochs,
-                              finetune_epochs=finetune_epochs, progress=progress, **distributed)
-            return self
-        if distributed:
-            raise CellBridgeInputError(f"{sorted(distributed)} only apply with world_size > 1.")
+        Returns
+        -------
+        The trained model (``self``).
+        """
         cfg = self.train_settings(pretrain_epochs, finetune_epochs)
-        source = self._source()
-        self.fit_members(cfg, lambda module, seed, k: fit_module(module, source, cfg, k, seed, progress))
+        torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+        if world_size > 1 or torchrun:
+            world_size = resolve_world_size(world_size if world_size > 1 else None, torchrun)
+            source = self._source().to(torch.device("cpu"))
+
+            def fit(module, seed, k):
+                return fit_distributed(module, source, cfg, k, seed, progress, world_size=world_size,
+                                       **distributed)
+        else:
+            if distributed:
+                raise CellBridgeInputError(f"{sorted(distributed)} only apply with world_size > 1.")
+            source = self._source()
+
+            def fit(module, seed, k):
+                return fit_module(module, source, cfg, k, seed, progress)
+        self._fit_members(cfg, fit)
+        self.train_summary_["world_size"] = world_size
         return self
 
-    def fit_members(self, cfg: dict[str, Any], fit: Callable[[M.ScMDCFModule, int, int | None], dict]) -> None:
+    def _fit_members(self, cfg: ScMDCFParams, fit: Callable[[ScMDCFModule, int, int | None], dict]) -> None:
         """Train every ensemble member by ``fit(module, seed, n_clusters)`` (a :func:`fit_module`
         result) and record the results; the K of the first member (given or estimated) is used by
         the others."""
@@ -370,32 +239,32 @@ class scMDCF:  # the published method's name
         self._set_trained(results, cfg)
 
     def train_settings(self, pretrain_epochs: int | None = None, finetune_epochs: int | None = None
-                       ) -> dict[str, Any]:
+                       ) -> ScMDCFParams:
         """The hyper-parameters of a training run (epochs overridden, batch size resolved)."""
-        cfg = dict(self.hyperparams)
-        cfg["pretrain_epochs"] = cfg["pretrain_epochs"] if pretrain_epochs is None else pretrain_epochs
-        cfg["finetune_epochs"] = cfg["finetune_epochs"] if finetune_epochs is None else finetune_epochs
-        cfg["batch_size"] = effective_batch_size(cfg, self.rna.n_obs)
-        return cfg
+        return self.params.replace(
+            pretrain_epochs=self.params.pretrain_epochs if pretrain_epochs is None else pretrain_epochs,
+            finetune_epochs=self.params.finetune_epochs if finetune_epochs is None else finetune_epochs,
+            batch_size=self.params.effective_batch_size(self.rna.n_obs))
 
-    def _set_trained(self, results: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
+    def _set_trained(self, results: list[dict[str, Any]], cfg: ScMDCFParams) -> None:
         """Record what :func:`fit_module` returned for each member (history rows get ``member``)."""
         self.history_ = [{**row, "member": i} for i, r in zip(self.member_ids_, results) for row in r["history"]]
-        if len(self.modules_) > 1 and cfg["ensemble_combine"] == "select":
+        if len(self.modules_) > 1 and cfg.ensemble_combine == "select":
             self._keep_best_fit(results, cfg)
         if self.n_clusters_ is None:
             self.n_clusters_ = int(results[0]["n_clusters"])
-            self.n_clusters_source_ = f"estimated (Leiden, resolution {cfg['leiden_resolution']})"
+            self.n_clusters_source_ = f"estimated (Leiden, resolution {cfg.leiden_resolution})"
             logger.info("scMDCF: estimated K=%d clusters (Leiden on the pre-trained embedding)",
                         self.n_clusters_)
         self.is_trained_ = True
-        self._train_cfg = {k: cfg[k] for k in ("pretrain_epochs", "finetune_epochs", "batch_size")}
+        self.train_summary_ = {"pretrain_epochs": cfg.pretrain_epochs, "finetune_epochs": cfg.finetune_epochs,
+                               "batch_size": cfg.batch_size, "n_models": len(self.modules_)}
 
     def _keep_best_fit(self, results: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
         """Keep only the member with the lowest reconstruction part of the pre-training objective
         (``Σ_m weight_m · rec_m`` of its last pre-training epoch), as KMeans keeps its restart
         with the lowest inertia; the scores are in ``member_scores_``."""
-        scores = [_pretrain_fit(r["history"], cfg["pretrain_weights"]) for r in results]
+        scores = [_pretrain_fit(r["history"], cfg.pretrain_weights) for r in results]
         best = int(np.argmin(scores))
         self.member_scores_ = dict(zip(self.member_ids_, map(float, scores)))
         self.member_ids_, self.modules_ = [self.member_ids_[best]], [self.modules_[best]]
@@ -406,16 +275,38 @@ class scMDCF:  # the published method's name
         if not self.is_trained_:
             raise RuntimeError("The scMDCF model is not trained yet; call `.train()` first.")
 
-    def get_latent(self) -> np.ndarray:
-        """Fused embedding ``z`` of the prepared cells (``self.rna.obs_names``): cells x z_dim, or
-        the members' ``z`` side by side (cells x n_models·z_dim) for an ensemble."""
-        return np.hstack(self._member_latents())
+    def get_latent(self, adata: ad.AnnData | None = None, modality: str | None = None) -> np.ndarray:
+        """Fused embedding ``z``: cells x z_dim, or the members' ``z`` side by side (cells x
+        n_models·z_dim) for an ensemble.
+
+        Parameters
+        ----------
+        adata
+            None: the model's cells in its order (``self.rna.obs_names``). An AnnData of the
+            training cells (either modality; matched by ``obs_names``, any order): their rows. The
+            fused embedding needs both modalities of a cell, so only trained cells can be embedded.
+        modality
+            Accepted for the same signature as :meth:`cellbridge.BiCLUM.get_latent`; both
+            modalities of a cell share one fused ``z``.
+        """
+        if modality is not None and modality not in ("rna", "other", self.modality, MUDATA_KEYS[self.modality]):
+            raise CellBridgeInputError(f"modality must be 'rna' or 'other' ({self.modality}), got {modality!r}.")
+        z = np.hstack(self._member_latents())
+        if adata is None:
+            return z
+        pos = self.rna.obs_names.get_indexer(adata.obs_names)
+        if (pos < 0).any():
+            raise CellBridgeInputError(
+                f"{int((pos < 0).sum())} of the {adata.n_obs} cells of `adata` (e.g. "
+                f"{list(adata.obs_names[pos < 0][:2])}) are not among the model's cells; scMDCF embeds "
+                "the paired cells it was trained on (train a new model for new cells).")
+        return z[pos]
 
     def _member_latents(self) -> list[np.ndarray]:
         """Each ensemble member's ``z`` of the prepared cells."""
         self._require_trained()
         source = self._source()
-        return [M.embed(module, source).cpu().numpy() for module in self.modules_]
+        return [embed(module, source).cpu().numpy() for module in self.modules_]
 
     def predict_clusters(self, method: str | None = None) -> np.ndarray:
         """Cluster labels by ``method`` on each member's ``z``, combined over an ensemble by
@@ -433,7 +324,7 @@ class scMDCF:  # the published method's name
                         ) -> list[np.ndarray]:
         """Each ensemble member's labels by ``method`` (see :meth:`predict_clusters`) on its own
         ``z`` (``latents``: the members' ``z`` when already computed)."""
-        method = method or self.hyperparams["cluster_method"]
+        method = method or self.params.cluster_method
         if method not in CLUSTER_METHODS:
             raise CellBridgeInputError(f"`method` must be one of {CLUSTER_METHODS}, got {method!r}.")
         latents = self._member_latents() if latents is None else latents
@@ -446,21 +337,19 @@ class scMDCF:  # the published method's name
             return labelings[0]
         return consensus_clusters(labelings, self.n_clusters_, seed=self.seed)
 
-    def _cluster_member(self, module: M.ScMDCFModule, z: np.ndarray, seed: int, method: str) -> np.ndarray:
+    def _cluster_member(self, module: ScMDCFModule, z: np.ndarray, seed: int, method: str) -> np.ndarray:
         """One member's labels (see :meth:`predict_clusters`)."""
         from sklearn.cluster import KMeans
 
         centers = module.centers.detach().cpu()
         if method == "kmeans":
-            return KMeans(self.n_clusters_, n_init=self.hyperparams["n_init"], random_state=seed).fit_predict(z)
+            return KMeans(self.n_clusters_, n_init=self.params.n_init, random_state=seed).fit_predict(z)
         if method == "kmeans_dec_init":
             return KMeans(self.n_clusters_, init=centers.numpy().astype(np.float64), n_init=1
                           ).fit_predict(z.astype(np.float64))
         if method == "leiden":
-            return leiden_n_clusters(z, self.n_clusters_, seed=seed)
-        from .losses import dec_soft_assignment
-
-        return dec_soft_assignment(torch.as_tensor(z), centers, self.hyperparams["alpha"]).argmax(dim=1).numpy()
+            return leiden(z, n_clusters=self.n_clusters_, seed=seed, flavor="leidenalg")
+        return dec_soft_assignment(torch.as_tensor(z), centers, self.params.alpha).argmax(dim=1).numpy()
 
     def write_results(self, rna=None, other=None, *, copy: bool = True, key_added: str = "scmdcf",
                       method: str | None = None):
@@ -495,7 +384,7 @@ class scMDCF:  # the published method's name
         self._require_trained()
         meta = {"model": "scMDCF", "init": self._init, "n_clusters_": self.n_clusters_,
                 "n_clusters_source_": self.n_clusters_source_, "history": self.history_,
-                "member_ids": self.member_ids_,
+                "train_summary": self.train_summary_, "member_ids": self.member_ids_,
                 "var_names_rna": self.rna.var_names.tolist(),
                 "var_names_other": self.other.var_names.tolist(),
                 "obs_names": self.rna.obs_names.tolist()}
@@ -523,6 +412,7 @@ class scMDCF:  # the published method's name
         torch.nn.ModuleList(model.modules_).load_state_dict(state)
         model.n_clusters_source_ = meta["n_clusters_source_"]
         model.history_ = meta["history"]
+        model.train_summary_ = meta.get("train_summary", {})
         model.is_trained_ = True
         return model
 
@@ -546,10 +436,9 @@ def cluster_paired(rna, other: ad.AnnData | None = None, *, modality: str | None
     model = scMDCF(rna, other, modality=modality, n_clusters=n_clusters, preset=preset,
                    layer_rna=layer_rna, layer_other=layer_other, seed=seed,
                    accelerator=accelerator, **hyperparams).train(progress=progress)
-    if hasattr(rna, "mod"):
-        rna, other = rna.mod["rna"], next(a for k, a in rna.mod.items() if k != "rna")
+    rna, other, _ = split_mudata(rna, other)
     rna_out, other_out = model.write_results(rna, other)
-    mdata = md.MuData({"rna": rna_out, "atac" if model.modality == "atac" else "adt": other_out})
+    mdata = md.MuData({"rna": rna_out, MUDATA_KEYS[model.modality]: other_out})
     mdata.uns["scmdcf"] = {"n_clusters": int(model.n_clusters_), "preset": preset, "seed": seed,
                            "n_clusters_source": model.n_clusters_source_, "n_models": len(model.modules_)}
     return mdata, model

@@ -1,10 +1,35 @@
-"""BiCLUM training loop (METHODS §1.5-1.6): cell-level and feature-level contrast + reconstruction."""
+"""BiCLUM training (METHODS §1.5-1.6): cell-level and feature-level contrast + reconstruction,
+in one process or data-parallel.
+
+The loop is written once against the group strategy of :mod:`cellbridge.models.distributed`.
+Data-parallel: one global batch of ``batch_size`` anchors is split into ``world_size`` equal
+slices, one per process. Every process draws the same anchor permutation, MNN partners and
+feature batches from the shared seed, so the processes only exchange what the single-process
+step computes from the whole batch: cell embeddings are gathered (autograd-aware) so NT-Xent
+sees the whole global batch; cell-encoder BatchNorm statistics are those of the global batch;
+DDP averages the gradients; the epoch losses are averaged, so early stopping stops all processes
+together.
+
+Gradient equivalence: DDP averages gradients over the ``W`` processes, so the per-process losses
+``L_r`` must satisfy ``Σ_r L_r = W · L`` (``L`` = single-process loss of the global batch;
+gradients reaching a process through the collectives count towards ``Σ_r``):
+
+- L_rec: each process takes the mean over its ``B/W`` rows; the mean of these equal-sized means
+  is the global mean, so ``Σ_r L_rec,r = W · L_rec`` (weight 1).
+- L_cell: every process computes the same NT-Xent over the gathered global batch, so
+  ``Σ_r L_cell,r = W · L_cell`` (weight 1); the gather's backward sums the ``W`` identical
+  gradient contributions for each block of rows and DDP divides by ``W``.
+- L_feat: the feature batch is drawn with the shared generator and is identical on all
+  processes, so the term is replicated and needs weight 1 as well.
+"""
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -12,10 +37,20 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..pairs import PartnerSampler
-from ._biclum_module import OTHER, RNA, BiCLUMModule
-from .losses import nt_xent
-from .training import EarlyStopping
+from ..._errors import CellBridgeInputError
+from ..distributed import (
+    LOCAL,
+    DataParallelGroup,
+    LocalGroup,
+    cpu_state,
+    launch,
+    sync_batchnorm,
+)
+from ..losses import nt_xent
+from ..training import EarlyStopping, autocast, set_seed
+from ._data import PartnerSampler
+from ._module import OTHER, RNA, BiCLUMModule
+from ._presets import BiCLUMParams
 
 logger = logging.getLogger("cellbridge")
 
@@ -97,43 +132,60 @@ class TrainInputs:
         return PartnerSampler(self.cell_pairs, self.modalities[OTHER].n_cells, self.modalities[RNA].n_cells)
 
 
-def make_config(params: dict, *, max_time: float | None, seed: int) -> TrainConfig:
+def make_config(params: BiCLUMParams, *, max_time: float | None, seed: int) -> TrainConfig:
     """The training configuration from resolved model parameters."""
     keys = ("tau_cell", "tau_feature", "alpha", "beta", "similarity", "feature_mode", "feature_batch",
             "lr", "weight_decay", "batch_size", "max_epochs", "patience", "precision")
-    return TrainConfig(**{k: params[k] for k in keys}, gamma=tuple(params["gamma"]), max_time=max_time, seed=seed)
+    return TrainConfig(**{k: getattr(params, k) for k in keys}, gamma=tuple(params.gamma), max_time=max_time,
+                       seed=seed)
+
+
+History = list[dict[str, Any]]
 
 
 class BiCLUMTrainer:
-    """Runs the optimisation of a :class:`BiCLUMModule`; the user class wraps this."""
+    """Runs the optimisation of a :class:`BiCLUMModule` in one process, or in one process of a
+    data-parallel ``group`` (created after ``torch.distributed.init_process_group``; ``module``
+    is then this process's private copy, its cell-encoder BatchNorm layers synchronised in place).
+    """
 
-    def __init__(self, module: BiCLUMModule, data: TrainTensors, sampler: PartnerSampler, config: TrainConfig):
-        self.module, self.data, self.sampler, self.cfg = module, data, sampler, config
+    def __init__(self, module: BiCLUMModule, data: TrainTensors, sampler: PartnerSampler, config: TrainConfig,
+                 group: LocalGroup = LOCAL):
+        self.module, self.data, self.sampler, self.cfg, self.group = module, data, sampler, config, group
         self.rng = np.random.default_rng(config.seed)
         self.device = data.cells[0].device
-        self.history: dict[str, list[float]] = {"loss": [], "rec": [], "cell": [], "feature": []}
+        self.history: History = []
+        if group.world_size > 1:
+            check_split(len(sampler), config.batch_size, group.world_size)
+            # Only the cell encoders see a split batch; feature batches are replicated, so their
+            # local BatchNorm statistics already are the global ones.
+            module.cell_encoders = sync_batchnorm(module.cell_encoders, self.device)
+        self._run_step = group.wrap(module, self._step)
 
-    def fit(self, progress: bool = True) -> dict[str, list[float]]:
-        cfg = self.cfg
+    def fit(self, progress: bool = True) -> tuple[History, dict[str, Any]]:
+        """Train; returns the per-epoch history rows and a summary (best epoch, seconds...)."""
+        cfg, group = self.cfg, self.group
         opt = torch.optim.Adam(self.module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         stopper = EarlyStopping(patience=cfg.patience)
         start = time.perf_counter()
-        bar = tqdm(range(cfg.max_epochs), desc="BiCLUM", disable=not progress)
+        bar = tqdm(range(cfg.max_epochs), desc="BiCLUM", disable=not progress or group.rank != 0)
         for epoch in bar:
-            terms = self._epoch(opt)
-            for key, value in terms.items():
-                self.history[key].append(value)
+            terms = group.average(self._epoch(opt))
+            self.history.append({"phase": "train", "epoch": epoch, **terms})
             bar.set_postfix({k: f"{v:.4g}" for k, v in terms.items()})
             if stopper.step(terms["loss"], epoch, self.module):
                 logger.info("early stopping at epoch %d (best %d)", epoch, stopper.best_epoch)
                 break
-            if self._time_is_up(start):
+            if group.any(self._time_is_up(start)):  # one slow process stops everyone
                 logger.info("time limit of %.0f s reached after %d epochs", cfg.max_time, epoch + 1)
                 break
         stopper.restore(self.module)  # D3: the reference kept the last epoch's weights
-        self.history["best_epoch"] = [stopper.best_epoch]
-        self.history["seconds"] = [time.perf_counter() - start]
-        return self.history
+        summary = {"epochs": len(self.history), "best_epoch": stopper.best_epoch,
+                   "seconds": time.perf_counter() - start, "world_size": group.world_size}
+        if group.world_size > 1:
+            summary.update(local_batch_size=cfg.batch_size // group.world_size,
+                           epochs_per_rank=group.gather_object(len(self.history)))
+        return self.history, summary
 
     def _epoch(self, opt) -> dict[str, float]:
         self.module.train()
@@ -143,8 +195,10 @@ class BiCLUMTrainer:
         sums = dict.fromkeys(("loss", "rec", "cell", "feature"), 0.0)
         for b in range(n_batches):
             batch = order[b * self.cfg.batch_size : (b + 1) * self.cfg.batch_size]
+            if self.group.world_size > 1:  # this process's slice of the global batch
+                batch = self.group.split(torch.as_tensor(batch)).numpy()
             with autocast(self.device, self.cfg.precision):
-                terms = self._step(other_idx[batch], rna_idx[batch], flag[batch])
+                terms = self._run_step(other_idx[batch], rna_idx[batch], flag[batch])
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt.step()
@@ -168,8 +222,11 @@ class BiCLUMTrainer:
         return {"loss": loss, "rec": rec.detach(), "cell": loss_cell.detach(), "feature": loss_feature.detach()}
 
     def _cell_loss(self, z: list[torch.Tensor], has_partner: np.ndarray) -> torch.Tensor:
-        """L_cell: NT-Xent over the batch's anchors that have an MNN partner."""
+        """L_cell: NT-Xent over the (global) batch's anchors that have an MNN partner."""
         mask = torch.as_tensor(has_partner, device=self.device)
+        if self.group.world_size > 1:
+            z = [self.group.gather(t) for t in z]
+            mask = self.group.gather(mask.to(torch.uint8)).bool()
         if not mask.any():  # D4: no MNN pair in the batch; the reference produced NaN here
             return z[0].new_zeros(())
         return nt_xent(z[0][mask], z[1][mask], self.cfg.tau_cell, self.cfg.similarity)
@@ -223,18 +280,71 @@ def _encode_in_chunks(module, profiles, k, chunk, rng) -> torch.Tensor:
     return out[torch.as_tensor(np.argsort(np.concatenate(parts)), device=profiles.device)]
 
 
-PRECISIONS = ("32", "bf16-mixed")
+def check_split(n_anchors: int, batch_size: int, world_size: int) -> None:
+    """A data-parallel run splits every global batch evenly and needs at least one full batch."""
+    if batch_size % world_size:
+        raise CellBridgeInputError(
+            f"batch_size={batch_size} must be a multiple of world_size={world_size}: the global batch is split evenly."
+        )
+    if n_anchors < batch_size:
+        raise CellBridgeInputError(
+            f"distributed training needs at least one full batch: {n_anchors} anchors < batch_size={batch_size}."
+        )
 
 
-def autocast(device: torch.device, precision: str):
-    """Autocast context: bfloat16 mixed precision for ``"bf16-mixed"``, a no-op for ``"32"``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+def fit(module: BiCLUMModule, inputs: TrainInputs, config: TrainConfig, progress: bool = True
+        ) -> tuple[History, dict[str, Any]]:
+    """Train ``module`` in this process (best weights restored)."""
+    set_seed(config.seed)
+    device = next(module.parameters()).device
+    return BiCLUMTrainer(module, inputs.to_device(device), inputs.sampler(), config).fit(progress=progress)
 
 
-@torch.no_grad()
-def encode_all(fn, X: torch.Tensor, chunk: int = 4096, precision: str = "32") -> np.ndarray:
-    """Apply an encoder in evaluation mode over the rows of ``X`` in chunks (float32 output)."""
-    with autocast(X.device, precision):
-        return torch.cat([fn(part).float() for part in X.split(chunk)]).cpu().numpy()
+@dataclass
+class _Job:
+    """What a worker needs to train: numpy data, the initial module and the configuration."""
+
+    module: BiCLUMModule
+    config: TrainConfig
+    inputs: TrainInputs
+    progress: bool
+
+
+def fit_distributed(module: BiCLUMModule, inputs: TrainInputs, config: TrainConfig, progress: bool = True, *,
+                    world_size: int, backend: str = "gloo", init_method: str | None = None,
+                    threads_per_process: int = 1) -> tuple[History, dict[str, Any]]:
+    """:func:`fit` data-parallel on ``world_size`` processes (the same optimisation up to float
+    rounding, with dropout off: dropout masks are drawn per process); the trained weights are
+    loaded into ``module``.
+
+    Parameters
+    ----------
+    world_size
+        Number of processes (under ``torchrun``: its ``WORLD_SIZE``).
+    backend
+        ``"gloo"`` (CPU) or ``"nccl"`` (one CUDA device per process, ``cuda:LOCAL_RANK``).
+    init_method
+        Rendezvous URL for ``init_process_group``, e.g. ``"file:///tmp/pg"``; default a free
+        local TCP port when spawning, ``"env://"`` under ``torchrun``.
+    threads_per_process
+        ``torch.set_num_threads`` in each spawned process.
+    """
+    check_split(len(inputs.sampler()), config.batch_size, world_size)
+    job = _Job(copy.deepcopy(module).cpu(), config, inputs, progress)
+    result = launch(_train_rank, job, world_size=world_size, backend=backend, init_method=init_method,
+                    threads_per_process=threads_per_process)
+    module.load_state_dict(result["state"])
+    return result["history"], result["summary"]
+
+
+def _train_rank(job: _Job, device: torch.device) -> dict:
+    """Train this process's copy of the module inside an initialised process group."""
+    import torch.distributed as dist
+
+    set_seed(job.config.seed + dist.get_rank())  # torch RNG (dropout) only; anchors use the shared seed
+    # A private copy: tensors handed over by torch.multiprocessing live in memory shared by all workers.
+    module = copy.deepcopy(job.module).to(device)
+    trainer = BiCLUMTrainer(module, job.inputs.to_device(device), job.inputs.sampler(), job.config,
+                            DataParallelGroup(device))
+    history, summary = trainer.fit(progress=job.progress)
+    return {"history": history, "summary": summary, "state": cpu_state(module)}

@@ -1,16 +1,23 @@
-"""Positive pairs for BiCLUM: cross-modal mutual nearest neighbours (cells) and feature pairs."""
+"""Neighbour search, the one home of it: exact, hnswlib and faiss-IVF kNN, cross-modal mutual
+nearest neighbours, and the kNN graph of an embedding (for Leiden and the metrics).
+
+The kNN graph is built here (exact kNN from scikit-learn, UMAP-style fuzzy weights computed with
+numpy) instead of through ``scanpy.pp.neighbors``: it gives the same kind of weighted graph without
+numba compilation, and ``n_neighbors`` counts neighbours *other than the cell itself*.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.neighbors import NearestNeighbors
 
 from ._errors import CellBridgeInputError
+from ._validate import as_embedding
 
 logger = logging.getLogger("cellbridge")
 
@@ -162,68 +169,75 @@ def _as_graph(neighbours: np.ndarray, n_cols: int) -> sp.csr_matrix:
     return sp.csr_matrix((ones, (rows[found], cols[found])), shape=(n_rows, n_cols))
 
 
-def feature_pairs(
-    other_features: Sequence[str],
-    rna_features: Sequence[str],
-    mapping: dict[str, str] | None = None,
-) -> np.ndarray:
-    """Pair each feature of the other modality with its gene among ``rna_features``.
+def knn_indices(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distances and indices of the ``k`` nearest neighbours of each row (exact, Euclidean), the
+    row itself excluded, nearest first.
 
-    With ``mapping=None`` a feature pairs with the RNA feature of the same name (gene activity);
-    otherwise with ``mapping[feature]`` (protein -> gene). Returns ``(n_pairs, 2)`` indices
-    ``(other, rna)``; unmatched features are left out.
+    scikit-learn's rule for the training points: ``k + 1`` neighbours are searched and the row
+    itself removed; with duplicated points, when the row is not among them the nearest hit is
+    dropped instead.
     """
-    position = {g: i for i, g in enumerate(rna_features)}
-    pairs = []
-    for i, name in enumerate(other_features):
-        gene = name if mapping is None else mapping.get(name)
-        if gene in position:
-            pairs.append((i, position[gene]))
-    if not pairs:
-        raise CellBridgeInputError(
-            "No feature of the other modality matches an RNA gene; check that gene names use the "
-            "same convention (symbols vs Ensembl ids, species) or pass a protein -> gene table."
-        )
-    return np.asarray(pairs, dtype=np.int64)
+    n = X.shape[0]
+    k = min(k, n - 1)
+    if k < 1:
+        raise CellBridgeInputError(f"need at least 2 cells for a neighbour graph, got {n}.")
+    return NearestNeighbors(n_neighbors=k).fit(X).kneighbors()
 
 
-class PartnerSampler:
-    """Draws, for each anchor cell, one of its MNN partners uniformly at random.
+def _fuzzy_weights(dist: np.ndarray, n_iter: int = 64) -> np.ndarray:
+    """UMAP-style membership strengths exp(-(d - rho) / sigma); each row sums to log2(k + 1).
 
-    Anchors are all cells of both modalities (other first, then RNA). An anchor without partner
-    draws a random cell of the other modality and is flagged so it is left out of the cell loss.
-    Vectorised: one call draws all anchors' partners for an epoch.
+    ``k + 1`` counts the cell itself, as UMAP's ``n_neighbors`` does.
     """
-
-    def __init__(self, pairs: np.ndarray, n_other: int, n_rna: int):
-        self.n_other, self.n_rna = n_other, n_rna
-        self._other_to_rna = _csr_lists(pairs[:, 0], pairs[:, 1], n_other)
-        self._rna_to_other = _csr_lists(pairs[:, 1], pairs[:, 0], n_rna)
-
-    def __len__(self) -> int:
-        return self.n_other + self.n_rna
-
-    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return ``(other_index, rna_index, has_partner)`` for every anchor."""
-        rna_for_other, flag_o = _draw(self._other_to_rna, self.n_rna, rng)
-        other_for_rna, flag_r = _draw(self._rna_to_other, self.n_other, rng)
-        other_idx = np.concatenate([np.arange(self.n_other), other_for_rna])
-        rna_idx = np.concatenate([rna_for_other, np.arange(self.n_rna)])
-        return other_idx, rna_idx, np.concatenate([flag_o, flag_r])
+    target = np.log2(dist.shape[1] + 1)
+    rho = dist[:, :1]
+    shifted = np.maximum(dist - rho, 0.0)
+    lo, hi = np.zeros((dist.shape[0], 1)), np.full((dist.shape[0], 1), np.inf)
+    sigma = np.ones((dist.shape[0], 1))
+    for _ in range(n_iter):  # vectorised bisection on sigma
+        total = np.exp(-shifted / sigma).sum(axis=1, keepdims=True)
+        too_big = total > target
+        hi = np.where(too_big, sigma, hi)
+        lo = np.where(too_big, lo, sigma)
+        sigma = np.where(np.isinf(hi), sigma * 2, (lo + hi) / 2)
+    return np.exp(-shifted / np.maximum(sigma, 1e-12))
 
 
-def _csr_lists(src: np.ndarray, dst: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(src, kind="stable")
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.add.at(indptr, src + 1, 1)
-    return np.cumsum(indptr), dst[order]
+def knn_graph(emb, *, n_neighbors: int = 15, weights: Literal["umap", "binary"] = "umap") -> sp.csr_matrix:
+    """Symmetric kNN graph of an embedding.
+
+    Parameters
+    ----------
+    emb
+        Cells x dimensions array.
+    n_neighbors
+        Neighbours per cell, the cell itself not counted.
+    weights
+        ``"umap"``: UMAP fuzzy-union connectivities in (0, 1]; ``"binary"``: 1 for every pair of
+        cells of which one is among the other's neighbours (the unweighted graph scMDCF's Leiden
+        estimate of K uses).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        Cells x cells connectivities; the union of each cell's kNN edges.
+    """
+    X = as_embedding(emb, min_rows=2)
+    return graph_from_neighbors(*knn_indices(X, n_neighbors), weights=weights)
 
 
-def _draw(lists: tuple[np.ndarray, np.ndarray], n_targets: int, rng: np.random.Generator):
-    indptr, targets = lists
-    degree = np.diff(indptr)
-    has = degree > 0
-    pick = rng.integers(0, n_targets, size=degree.size)
-    offset = (rng.random(degree.size) * np.maximum(degree, 1)).astype(np.int64)
-    pick[has] = targets[indptr[:-1][has] + offset[has]]
-    return pick, has
+def graph_from_neighbors(dist: np.ndarray, idx: np.ndarray, *, weights: Literal["umap", "binary"] = "umap"
+                         ) -> sp.csr_matrix:
+    """The graph of :func:`knn_graph` from already computed neighbours (:func:`knn_indices`)."""
+    n, k = idx.shape
+    rows = np.repeat(np.arange(n), k)
+    if weights == "binary":  # rows in neighbour order, as scikit-learn's kneighbors_graph
+        A = sp.csr_matrix((np.ones(n * k), idx.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
+        return ((A + A.T) > 0).astype(np.float64)
+    if weights != "umap":
+        raise CellBridgeInputError(f'`weights` must be "umap" or "binary", got {weights!r}.')
+    A = sp.csr_matrix((_fuzzy_weights(dist).ravel(), (rows, idx.ravel())), shape=(n, n))
+    product = A.multiply(A.T)
+    graph = (A + A.T - product).tocsr()
+    graph.eliminate_zeros()
+    return graph

@@ -1,0 +1,10 @@
+"""scMDCF: paired multi-omics embedding and clustering (METHODS §2).
+
+``_model`` (the user class), ``_module`` (the torch network), ``_training`` (pre-training, DEC
+fine-tuning, data-parallel), ``_data`` (input preparation and batches), ``_presets``.
+"""
+
+from ._model import cluster_paired, scMDCF
+from ._presets import CLUSTER_METHODS, PRESETS, ScMDCFParams, resolve_params
+
+__all__ = ["scMDCF", "ScMDCFParams", "resolve_params", "cluster_paired", "PRESETS", "CLUSTER_METHODS"]
