@@ -29,6 +29,7 @@ from ...pp.paired import MUDATA_KEYS, infer_modality, split_mudata
 from ...tl.clustering import consensus_clusters, leiden
 from ..distributed import resolve_world_size
 from ..losses import dec_soft_assignment
+from .._params import to_json
 from ..training import load_model_dir, save_model_dir, select_device, set_seed
 from ._data import PairedBatches, modality_agreement_weights, prepare_paired
 from ._module import ScMDCFModule
@@ -129,6 +130,9 @@ class scMDCF:  # the published method's name
         self.history_: list[dict[str, Any]] = []
         self.train_summary_: dict[str, Any] = {}
         self.is_trained_ = False
+        self.obs_names_ = self.rna.obs_names.copy()
+        self.var_names_ = {"rna": self.rna.var_names.copy(), "other": self.other.var_names.copy()}
+        self._latents: list[np.ndarray] | None = None
         self.member_ids_ = list(range(self.params.effective_n_models(self.rna.n_obs)))
         self.modules_ = [self._build_module(n_clusters or 1, self.member_seed(i)) for i in self.member_ids_]
 
@@ -171,17 +175,23 @@ class scMDCF:  # the published method's name
         _warn_dropped_modality(w, self.modality, self.params.modality_weight_floor)
         return w
 
-    def _build_module(self, n_clusters: int, seed: int) -> ScMDCFModule:
+    def _build_module(self, n_clusters: int, seed: int, n_rna: int | None = None,
+                      n_other: int | None = None) -> ScMDCFModule:
         p = self.params
         set_seed(seed)
         return ScMDCFModule(
-            self.rna.n_vars, self.other.n_vars, enc_hidden=p.enc_hidden, fusion_hidden=p.fusion_hidden,
+            n_rna or self.rna.n_vars, n_other or self.other.n_vars, enc_hidden=p.enc_hidden,
+            fusion_hidden=p.fusion_hidden,
             dec_hidden=p.dec_hidden, z_dim=p.z_dim, n_clusters=n_clusters,
             output_activation=p.output_activation, latent_activation=p.latent_activation,
         ).to(self.device)
 
     def _source(self) -> PairedBatches:
         """Batches of the prepared data (dense tensors, or sparse values scaled per batch)."""
+        if self.rna is None:
+            raise CellBridgeInputError(
+                "this scMDCF model was loaded without its data: it holds the trained cells' embedding and "
+                "clusters but cannot train; load it with the training data (scMDCF.load(dir, rna, other)).")
         return PairedBatches.from_prepared(self.rna, self.other, self.device)
 
     # ------------------------------------------------------------------ training
@@ -257,6 +267,7 @@ class scMDCF:  # the published method's name
             logger.info("scMDCF: estimated K=%d clusters (Leiden on the pre-trained embedding)",
                         self.n_clusters_)
         self.is_trained_ = True
+        self._latents = None
         self.train_summary_ = {"pretrain_epochs": cfg.pretrain_epochs, "finetune_epochs": cfg.finetune_epochs,
                                "batch_size": cfg.batch_size, "n_models": len(self.modules_)}
 
@@ -294,7 +305,7 @@ class scMDCF:  # the published method's name
         z = np.hstack(self._member_latents())
         if adata is None:
             return z
-        pos = self.rna.obs_names.get_indexer(adata.obs_names)
+        pos = self.obs_names_.get_indexer(adata.obs_names)
         if (pos < 0).any():
             raise CellBridgeInputError(
                 f"{int((pos < 0).sum())} of the {adata.n_obs} cells of `adata` (e.g. "
@@ -303,10 +314,12 @@ class scMDCF:  # the published method's name
         return z[pos]
 
     def _member_latents(self) -> list[np.ndarray]:
-        """Each ensemble member's ``z`` of the prepared cells."""
+        """Each ensemble member's ``z`` of the prepared cells (embedded once after training)."""
         self._require_trained()
-        source = self._source()
-        return [embed(module, source).cpu().numpy() for module in self.modules_]
+        if self._latents is None:
+            source = self._source()
+            self._latents = [embed(module, source).cpu().numpy() for module in self.modules_]
+        return [z.copy() for z in self._latents]
 
     def predict_clusters(self, method: str | None = None) -> np.ndarray:
         """Cluster labels by ``method`` on each member's ``z``, combined over an ensemble by
@@ -362,14 +375,16 @@ class scMDCF:  # the published method's name
         latents = self._member_latents()  # embedded once for both outputs
         z, labels = np.hstack(latents), self._combine(self.member_clusters(method, latents))
         targets = [a for a in ((rna, other) if rna is not None else (self.rna, self.other)) if a is not None]
+        if not targets:
+            raise CellBridgeInputError("pass the AnnData objects to write into: write_results(rna, other).")
         if copy:
-            outs = [a[self.rna.obs_names].copy() for a in targets]
+            outs = [a[self.obs_names_].copy() for a in targets]
             for a in outs:
                 a.obsm[f"X_{key_added}"] = z
                 a.obs[f"{key_added}_cluster"] = pd.Categorical(labels.astype(str))
             return tuple(outs)
         for a in targets:
-            pos = a.obs_names.get_indexer(self.rna.obs_names)
+            pos = a.obs_names.get_indexer(self.obs_names_)
             full = np.full((a.n_obs, z.shape[1]), np.nan, dtype=np.float32)
             full[pos] = z
             lab = np.full(a.n_obs, None, dtype=object)
@@ -380,45 +395,67 @@ class scMDCF:  # the published method's name
 
     # ------------------------------------------------------------------ persistence
     def save(self, dir_path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write the state dict and a JSON of init arguments, features and history."""
+        """Write the weights, the trained cells' fused embedding and a JSON of the parameters,
+        features, cells and history (no pickles)."""
         self._require_trained()
-        meta = {"model": "scMDCF", "init": self._init, "n_clusters_": self.n_clusters_,
+        meta = {"model": "scMDCF", "init": self._init, "params": to_json(self.params),
+                "modality_weights": list(self.modality_weights_), "n_clusters_": self.n_clusters_,
                 "n_clusters_source_": self.n_clusters_source_, "history": self.history_,
                 "train_summary": self.train_summary_, "member_ids": self.member_ids_,
-                "var_names_rna": self.rna.var_names.tolist(),
-                "var_names_other": self.other.var_names.tolist(),
-                "obs_names": self.rna.obs_names.tolist()}
-        return save_model_dir(dir_path, torch.nn.ModuleList(self.modules_), meta, overwrite=overwrite)
+                "var_names_rna": self.var_names_["rna"].tolist(),
+                "var_names_other": self.var_names_["other"].tolist(),
+                "obs_names": self.obs_names_.tolist()}
+        latents = {f"z{i}": z for i, z in enumerate(self._member_latents())}
+        return save_model_dir(dir_path, torch.nn.ModuleList(self.modules_), meta, overwrite=overwrite, extra=latents)
 
     @classmethod
-    def load(cls, dir_path: str | os.PathLike, rna, other: ad.AnnData | None = None, *,
+    def load(cls, dir_path: str | os.PathLike, rna=None, other: ad.AnnData | None = None, *,
              accelerator: str = "auto") -> scMDCF:
-        """Rebuild a saved model on the same data (preprocessed again with the saved settings)."""
+        """Load a saved model.
+
+        Without data the model is self-contained: :meth:`get_latent`, :meth:`predict_clusters` and
+        :meth:`write_results` use the saved embedding of the trained cells. With the training data
+        (``rna``, ``other`` or one MuData) it is preprocessed again with the saved settings, the
+        selected features are checked against the saved ones, and the model can train further.
+        """
         state, meta = load_model_dir(dir_path)
         if meta.get("model") != "scMDCF":
             raise CellBridgeInputError(f"{dir_path} does not hold an scMDCF model.")
+        latents = [state.pop(f"extra/z{i}").numpy() for i in range(len(meta["member_ids"]))]
         init = dict(meta["init"])
-        hyper = init.pop("hyperparams")
-        init["n_clusters"] = meta["n_clusters_"]
-        model = cls(rna, other, accelerator=accelerator, **init, **hyper)
-        for side, key in ((model.rna, "var_names_rna"), (model.other, "var_names_other")):
-            if side.var_names.tolist() != meta[key]:
-                raise CellBridgeInputError(
-                    f"The features selected from the data given to `load` differ from the saved "
-                    f"model's ({key}); pass the same data the model was trained on."
-                )
-        kept = meta.get("member_ids", model.member_ids_)
-        model.member_ids_, model.modules_ = kept, [model.modules_[i] for i in kept]
+        if rna is not None:
+            hyper = init.pop("hyperparams")
+            init["n_clusters"] = meta["n_clusters_"]
+            model = cls(rna, other, accelerator=accelerator, **init, **hyper)
+            for side, key in (("rna", "var_names_rna"), ("other", "var_names_other")):
+                if model.var_names_[side].tolist() != meta[key]:
+                    raise CellBridgeInputError(
+                        f"The features selected from the data given to `load` differ from the saved "
+                        f"model's ({key}); pass the same data the model was trained on, or load without data."
+                    )
+            kept = meta["member_ids"]
+            model.member_ids_, model.modules_ = kept, [model.modules_[i] for i in kept]
+        else:
+            model = cls.__new__(cls)
+            model.modality, model.seed, model.preset = init["modality"], init["seed"], init["preset"]
+            model._init, model.rna, model.other = init, None, None
+            model.device = select_device(accelerator)
+            model.params = resolve_params(init["preset"], init["modality"], meta["params"])
+            model.modality_weights_ = tuple(meta.get("modality_weights", (1.0, 1.0)))
+            model.obs_names_ = pd.Index(meta["obs_names"])
+            model.var_names_ = {"rna": pd.Index(meta["var_names_rna"]), "other": pd.Index(meta["var_names_other"])}
+            model.member_ids_ = meta["member_ids"]
+            model.modules_ = [model._build_module(meta["n_clusters_"], model.member_seed(i), len(model.var_names_["rna"]),
+                                                  len(model.var_names_["other"])) for i in model.member_ids_]
         torch.nn.ModuleList(model.modules_).load_state_dict(state)
-        model.n_clusters_source_ = meta["n_clusters_source_"]
-        model.history_ = meta["history"]
-        model.train_summary_ = meta.get("train_summary", {})
-        model.is_trained_ = True
+        model.n_clusters_, model.n_clusters_source_ = meta["n_clusters_"], meta["n_clusters_source_"]
+        model.history_, model.train_summary_ = meta["history"], meta.get("train_summary", {})
+        model.is_trained_, model._latents = True, latents
         return model
 
     def __repr__(self) -> str:
-        return (f"scMDCF(RNA {self.rna.n_vars} + {self.modality} {self.other.n_vars} features, "
-                f"{self.rna.n_obs} cells, preset={self.preset!r}, K={self.n_clusters_}, "
+        return (f"scMDCF(RNA {len(self.var_names_['rna'])} + {self.modality} {len(self.var_names_['other'])} "
+                f"features, {len(self.obs_names_)} cells, preset={self.preset!r}, K={self.n_clusters_}, "
                 f"trained={self.is_trained_})")
 
 
