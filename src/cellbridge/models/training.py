@@ -7,12 +7,13 @@ import json
 import logging
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .._utils import atomic_write
 
 logger = logging.getLogger("cellbridge")
 
@@ -82,15 +83,11 @@ def save_model_dir(
     path = Path(path)
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise FileExistsError(f"{path} exists and is not empty; pass overwrite=True to replace it.")
-    path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
     state.update({f"extra/{k}": torch.as_tensor(np.asarray(v)) for k, v in (extra or {}).items()})
-    with tempfile.NamedTemporaryFile(dir=path, suffix=".pt.tmp", delete=False) as fh:
-        torch.save(state, fh)
-    os.replace(fh.name, path / "model.pt")
-    with tempfile.NamedTemporaryFile("w", dir=path, suffix=".json.tmp", delete=False) as fh:
-        json.dump(metadata, fh, indent=1, default=_json_default)
-    os.replace(fh.name, path / "metadata.json")
+    atomic_write(path / "model.pt", lambda tmp: torch.save(state, tmp), overwrite=True, suffix=".pt.tmp")
+    text = json.dumps(metadata, indent=1, default=_json_default)
+    atomic_write(path / "metadata.json", lambda tmp: Path(tmp).write_text(text), overwrite=True, suffix=".json.tmp")
     return path
 
 

@@ -11,7 +11,6 @@ import io
 import logging
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -23,7 +22,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .._errors import CellBridgeInputError, CellBridgeWarning
-from .._utils import open_maybe_gzip
+from .._utils import atomic_write, open_maybe_gzip
 
 logger = logging.getLogger(__name__)
 
@@ -96,26 +95,23 @@ def _genome_key(name: str) -> str | None:
 
 def _download(url: str, dest: Path) -> Path:
     """Download ``url`` to ``dest`` atomically (temporary file in the same folder, then rename)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url) as resp:  # noqa: S310
+
+    def fetch(tmp: str) -> None:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url) as resp:  # noqa: S310
             total = int(resp.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
                 for block in iter(lambda: resp.read(1 << 20), b""):
                     out.write(block)
                     bar.update(len(block))
-        os.replace(tmp, dest)
+
+    try:
+        return atomic_write(dest, fetch, overwrite=True, suffix=".part")
     except (urllib.error.URLError, OSError) as err:
         raise CellBridgeInputError(
             f"Could not download the annotation from {url} ({err}). Download it yourself and pass "
             "the file path as `annotation`, or point `cellbridge.pp.annotation.GENOME_URLS` to a "
             "reachable mirror."
         ) from err
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return dest
 
 
 def genome_annotation_path(genome: str, *, cache_dir: str | os.PathLike | None = None) -> Path:

@@ -23,14 +23,7 @@ from tqdm.auto import tqdm
 from ..._errors import CellBridgeInputError
 from ..._utils import subsample_rows
 from ...tl.clustering import estimate_n_clusters
-from ..distributed import (
-    LOCAL,
-    DataParallelGroup,
-    LocalGroup,
-    cpu_state,
-    launch,
-    sync_batchnorm,
-)
+from ..distributed import LOCAL, DataParallelGroup, LocalGroup, cpu_state, launch, sync_batchnorm
 from ..losses import (
     dec_kl_loss,
     dec_soft_assignment,
@@ -291,7 +284,7 @@ def fit_distributed(module: ScMDCFModule, source: PairedBatches, cfg: ScMDCFPara
     backend, init_method, threads_per_process
         As for :func:`cellbridge.models.distributed.launch`.
     """
-    _check_split(source.n_obs, cfg.batch_size, world_size)
+    _check_batches_cover_ranks(source.n_obs, cfg.batch_size, world_size)
     job = _Job(copy.deepcopy(module).cpu(), source.to(torch.device("cpu")), cfg, n_clusters, seed, progress)
     result = launch(_train_rank, job, world_size=world_size, backend=backend, init_method=init_method,
                     threads_per_process=threads_per_process)
@@ -302,7 +295,7 @@ def fit_distributed(module: ScMDCFModule, source: PairedBatches, cfg: ScMDCFPara
     return result
 
 
-def _check_split(n_cells: int, batch_size: int | None, world_size: int) -> None:
+def _check_batches_cover_ranks(n_cells: int, batch_size: int | None, world_size: int) -> None:
     """Every process must get at least one cell of every global batch."""
     smallest = n_cells if batch_size is None or batch_size >= n_cells else n_cells // math.ceil(n_cells / batch_size)
     if smallest < world_size:
