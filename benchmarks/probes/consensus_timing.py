@@ -1,23 +1,25 @@
 """Time and peak memory of ``cellbridge.tl.consensus_clusters`` (no training).
 
-    python benchmarks/consensus_timing.py --cells 10309 --runs 5 --clusters 15 [--max-cells 10000]
+    python benchmarks/probes/consensus_timing.py --cells 10309 --runs 5 --clusters 15 [--max-cells 10000]
 
 The labelings are a random partition into ``--clusters`` groups with 10% of the cells relabelled
-at random in each run. Prints one JSON line: seconds, the process's peak RSS (GiB) before and
-after the call, and the ARI of the consensus to the partition.
+at random in each run. Prints a provenance line, then one JSON line: seconds, the process's peak
+RSS (GiB) before and after the call, and the ARI of the consensus to the partition
+(results: ``benchmarks/results/probes/consensus_timing.jsonl``).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-
-def _peak_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/
+from _common import print_provenance  # noqa: E402
+from _common import peak_rss_gib as _peak_gib  # noqa: E402
 
 
 def main() -> None:
@@ -27,6 +29,7 @@ def main() -> None:
     ap.add_argument("--clusters", type=int, default=15)
     ap.add_argument("--max-cells", type=int, default=None)
     args = ap.parse_args()
+    print_provenance()
     from sklearn.metrics import adjusted_rand_score
 
     from cellbridge.tl.clustering import CONSENSUS_MAX_CELLS, consensus_clusters

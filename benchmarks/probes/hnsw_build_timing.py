@@ -2,16 +2,24 @@
 
 Separates the MNN phase's cost from the rest of the scaling benchmark:
 
-    python benchmarks/hnsw_build_timing.py --sizes 100000 300000 1000000 --threads 2
+    python benchmarks/probes/hnsw_build_timing.py --sizes 100000 300000 1000000 --threads 2
+
+Prints a provenance line, then one JSON line per size (the 10^6 re-timing is in
+``benchmarks/results/scaling_recheck.json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/
+from _common import print_provenance  # noqa: E402
 
 
 def clustered(n: int, dim: int = 50, n_types: int = 8, seed: int = 0) -> np.ndarray:
@@ -22,13 +30,14 @@ def clustered(n: int, dim: int = 50, n_types: int = 8, seed: int = 0) -> np.ndar
 
 
 def main() -> None:
-    from cellbridge.pairs import hnsw_index, hnsw_query
+    from cellbridge.neighbors import hnsw_index, hnsw_query
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", type=int, default=[100_000, 1_000_000])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--k", type=int, default=30)
     args = parser.parse_args()
+    print_provenance()
     for n in args.sizes:
         a, b = clustered(n, seed=1), clustered(n, seed=2)
         t = time.perf_counter()

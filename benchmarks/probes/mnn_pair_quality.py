@@ -6,8 +6,10 @@ k=30 (the default preset's): pairs, same-type fraction, recall@k (rows of the ot
 querying RNA) against exact search. IVF is also run with lists of 100 cells so that a 10^4-cell set has as many lists as 10^5 cells have
 with the default 1,000 (a harder, many-list regime).
 
-    python benchmarks/mnn_pair_quality.py mop_snare
-    python benchmarks/mnn_pair_quality.py mop_snare --searches
+    python benchmarks/probes/mnn_pair_quality.py mop_snare
+    python benchmarks/probes/mnn_pair_quality.py mop_snare --searches
+
+Prints a provenance line (JSON), then one text line per setting.
 """
 
 from __future__ import annotations
@@ -20,16 +22,16 @@ from pathlib import Path
 import numpy as np
 
 import cellbridge as cb
-from cellbridge.pp.unpaired import prepare_unpaired
+from cellbridge.models.biclum._data import prepare_unpaired
 
-sys.path.insert(0, str(Path(__file__).parent))
-from biclum_benchmark import load  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/
+from _common import load_unpaired, print_provenance  # noqa: E402
 
 
 def compare_representations(name: str, data, labels: np.ndarray) -> None:
     for rep, (a, b) in {"scaled": data.shared_views(), "pca": data.shared_pca(50)}.items():
         for k in (5, 20, 50, 100):
-            pairs = cb.pairs.mnn_pairs(a, b, k=k, method="exact")
+            pairs = cb.neighbors.mnn_pairs(a, b, k=k, method="exact")
             same = np.mean(labels[pairs[:, 0]] == labels[pairs[:, 1]])
             print(f"{name} {rep} k={k}: {len(pairs)} pairs, same type {same:.3f}", flush=True)
 
@@ -42,21 +44,21 @@ def compare_searches(name: str, data, labels: np.ndarray, k: int = 30) -> None:
     for method, options in searches:
         t = time.perf_counter()
         a_to_b, b_to_a = _neighbours(b, a, k, method, options), _neighbours(a, b, k, method, options)
-        pairs = cb.pairs.mutual_pairs(a_to_b, b_to_a)
+        pairs = cb.neighbors.mutual_pairs(a_to_b, b_to_a)
         seconds = time.perf_counter() - t
         exact = a_to_b if exact is None else exact  # the first search is the exact one
         same = np.mean(labels[pairs[:, 0]] == labels[pairs[:, 1]])
         partnered = (np.unique(pairs[:, 0]).size + np.unique(pairs[:, 1]).size) / (len(a) + len(b))
         setting = ", ".join(f"{key}={v}" for key, v in options.items())
         print(f"{name} k={k} {method} ({setting}): {len(pairs)} pairs, same type {same:.3f}, cells with a partner "
-              f"{partnered:.3f}, recall@{k} {cb.pairs.recall_at_k(exact, a_to_b):.3f}, {seconds:.1f} s", flush=True)
+              f"{partnered:.3f}, recall@{k} {cb.neighbors.recall_at_k(exact, a_to_b):.3f}, {seconds:.1f} s", flush=True)
 
 
 def _neighbours(reference: np.ndarray, query: np.ndarray, k: int, method: str, options: dict) -> np.ndarray:
     if method == "ivf":  # the list size is an index option, not a knn one
-        index = cb.pairs.ivf_index(reference, list_size=options.get("list_size", cb.pairs.IVF_LIST_SIZE))
-        return cb.pairs.ivf_query(index, query, k, options["nprobe"])
-    return cb.pairs.knn(reference, query, k, method=method, **options)
+        index = cb.neighbors.ivf_index(reference, list_size=options.get("list_size", cb.neighbors.IVF_LIST_SIZE))
+        return cb.neighbors.ivf_query(index, query, k, options["nprobe"])
+    return cb.neighbors.knn(reference, query, k, method=method, **options)
 
 
 def main() -> None:
@@ -64,7 +66,8 @@ def main() -> None:
     parser.add_argument("dataset")
     parser.add_argument("--searches", action="store_true", help="compare exact, hnswlib and IVF search")
     args = parser.parse_args()
-    rna, other, spec = load(args.dataset)
+    print_provenance()
+    rna, other, spec = load_unpaired(args.dataset)
     labels = rna.obs[spec["label"]].astype(str).to_numpy()
     data = prepare_unpaired(rna, other, modality=spec["modality"])
     (compare_searches if args.searches else compare_representations)(args.dataset, data, labels)

@@ -2,9 +2,11 @@
 several final clusterings of the same model (KMeans restarts, features = z or z with the
 pre-fusion encoder outputs, DEC argmax).
 
-    python benchmarks/scmdcf_probe_clustering.py DATASET --seed S [--preset default] [--set key=json ...]
+    python benchmarks/probes/scmdcf_clustering.py DATASET --seed S [--preset default] [--set key=json ...]
 
-Prints one JSON line per clustering variant. Labels are used only for scoring.
+Prints a provenance line, then one JSON line per clustering variant. Labels are used only for
+scoring. Results: ``benchmarks/results/probes/clustering_mop_snare.jsonl`` and the tagged files
+of the earlier round (``default2.jsonl``, ``zdim16b.jsonl``... listed in benchmarks/README.md).
 """
 from __future__ import annotations
 
@@ -16,14 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scmdcf_benchmark import _parse_set, evaluate_labels, load_dataset
-
-
-def _block_scale(x: np.ndarray) -> np.ndarray:
-    """Centre and scale a block to total variance 1."""
-    x = x - x.mean(axis=0)
-    return x / max(np.sqrt(x.var(axis=0).sum()), 1e-12)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/
+from _common import block_scale, evaluate_labels, load_scmdcf, parse_set, print_provenance  # noqa: E402
 
 
 def main() -> None:
@@ -38,11 +34,11 @@ def main() -> None:
     from sklearn.cluster import KMeans
 
     import cellbridge as cb
-    from cellbridge.models.scmdcf import leiden_n_clusters
 
     torch.set_num_threads(1)
-    overrides = {"n_models": 1, **_parse_set(args.set)}  # one network: the variants below use its z
-    rna, other, label_key = load_dataset(args.dataset)
+    print_provenance()
+    overrides = {"n_models": 1, **parse_set(args.set)}  # one network: the variants below use its z
+    rna, other, label_key = load_scmdcf(args.dataset)
     k = int(rna.obs[label_key].nunique())
     t0 = time.perf_counter()
     model = cb.scMDCF(rna, other, n_clusters=k, preset=args.preset, seed=args.seed,
@@ -56,7 +52,7 @@ def main() -> None:
     h_rna, h_oth = out["h_rna"].numpy(), out["h_other"].numpy()
     feats = {
         "z": z,
-        "z_enc_scaled": np.hstack([_block_scale(z), _block_scale(h_rna), _block_scale(h_oth)]),
+        "z_enc_scaled": np.hstack([block_scale(z), block_scale(h_rna), block_scale(h_oth)]),
         "z_enc_raw": np.hstack([z, h_rna, h_oth]),
     }
     variants = [("z", 20), ("z", 100), ("z_enc_scaled", 20), ("z_enc_scaled", 100), ("z_enc_raw", 20)]
@@ -74,7 +70,7 @@ def main() -> None:
                             ("kmeans_z_init_dec", model.predict_clusters("kmeans_dec_init"))):
         emit(cluster, labels, k_found=len(np.unique(labels)))
     if not args.no_leiden:
-        labels = leiden_n_clusters(z, k, seed=args.seed)
+        labels = cb.tl.leiden(z, n_clusters=k, seed=args.seed, flavor="leidenalg")  # unweighted 15-NN graph
         emit("leiden_to_k_z", labels, k_found=len(np.unique(labels)))
 
 

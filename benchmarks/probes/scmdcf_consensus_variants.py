@@ -3,9 +3,10 @@ and compare ways to combine their labels: the co-association consensus of the de
 aligned majority vote, and the Strehl & Ghosh (2002) choice of the candidate with the highest
 average NMI to the members; also each member's Davies-Bouldin index on its own z.
 
-    python benchmarks/scmdcf_consensus_variants.py DATASET --seeds 0,1,2,3,4 [--set key=json ...]
+    python benchmarks/probes/scmdcf_consensus_variants.py DATASET --seeds 0,1,2,3,4 [--set key=json ...]
 
-Prints one JSON line per member, then one per combination. Labels are used only for scoring.
+Prints a provenance line, one JSON line per member, then one per combination. Labels are used only
+for scoring. Results: ``benchmarks/results/probes/consensus_variants_DATASET.jsonl``.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scmdcf_benchmark import _parse_set, evaluate_labels, load_dataset
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/
+from _common import evaluate_labels, load_scmdcf, parse_set, print_provenance  # noqa: E402
 
 
 def aligned_vote(labelings: list[np.ndarray], n_rounds: int = 3) -> np.ndarray:
@@ -58,12 +59,13 @@ def main() -> None:
     from cellbridge.tl import consensus_clusters
 
     torch.set_num_threads(1)
-    rna, other, label_key = load_dataset(args.dataset)
+    print_provenance()
+    rna, other, label_key = load_scmdcf(args.dataset)
     k = int(rna.obs[label_key].nunique())
     members, prepared = [], None
     for seed in (int(s) for s in args.seeds.split(",")):
         model = cb.scMDCF(rna, other, n_clusters=k, seed=seed, accelerator="cpu",
-                          **{**_parse_set(args.set), "n_models": 1}).train(progress=False)
+                          **{**parse_set(args.set), "n_models": 1}).train(progress=False)
         labels, prepared = model.predict_clusters(), model.rna
         members.append(labels)
         scores = evaluate_labels(prepared, label_key, labels)

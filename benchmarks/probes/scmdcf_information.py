@@ -12,9 +12,10 @@ the fine-tuning starts from, training being deterministic on CPU). Scored on the
 Per representation: 15-NN label-transfer accuracy and macro F1 under 5-fold cross-validation
 (stratified, shuffled with the seed), and KMeans (true K, 20 restarts) NMI / ARI.
 
-    OMP_NUM_THREADS=1 python benchmarks/scmdcf_probe_information.py DATASET --seeds 0,1,2,3,4
+    OMP_NUM_THREADS=1 python benchmarks/probes/scmdcf_information.py DATASET --seeds 0,1,2,3,4
 
-Prints one JSON line per (seed, representation). Labels are used only for scoring.
+Prints a provenance line, then one JSON line per (seed, representation). Labels are used only for
+scoring. Results: ``benchmarks/results/probes/information.jsonl``.
 """
 from __future__ import annotations
 
@@ -26,9 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scmdcf_benchmark import evaluate_labels, load_dataset
-from scmdcf_probe_clustering import _block_scale
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/
+from _common import block_scale, evaluate_labels, load_scmdcf, parse_set, print_provenance  # noqa: E402
 
 
 def knn_transfer(x: np.ndarray, y: np.ndarray, seed: int) -> dict:
@@ -45,18 +45,19 @@ def knn_transfer(x: np.ndarray, y: np.ndarray, seed: int) -> dict:
             "knn_macro_f1": round(float(f1_score(y, pred, average="macro")), 4)}
 
 
-def representations(rna, other, k: int, seed: int) -> tuple[dict[str, np.ndarray], object]:
+def representations(rna, other, k: int, seed: int, overrides: dict | None = None
+                    ) -> tuple[dict[str, np.ndarray], object]:
     import cellbridge as cb
 
     def fit(finetune_epochs=None):
-        model = cb.scMDCF(rna, other, n_clusters=k, seed=seed, accelerator="cpu", n_models=1)
+        model = cb.scMDCF(rna, other, n_clusters=k, seed=seed, accelerator="cpu", **{**(overrides or {}), "n_models": 1})
         return model.train(finetune_epochs=finetune_epochs, progress=False)
 
     model = fit()
     pcs, other_in = np.asarray(model.rna.X), np.asarray(model.other.X)
     reps = {"z_finetuned": model.get_latent(), "z_pretrained": fit(0).get_latent(),
             "rna_pcs50": pcs, "rna_pcs8": pcs[:, :8],
-            "concat_pcs": np.hstack([_block_scale(pcs), _block_scale(other_in)])}
+            "concat_pcs": np.hstack([block_scale(pcs), block_scale(other_in)])}
     return reps, model
 
 
@@ -64,15 +65,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("dataset")
     ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--set", action="append", default=[], help="scMDCF override key=json_value (none in the results)")
     args = ap.parse_args()
     import torch
     from sklearn.cluster import KMeans
 
     torch.set_num_threads(1)
-    rna, other, key = load_dataset(args.dataset)
+    print_provenance()
+    rna, other, key = load_scmdcf(args.dataset)
     k = int(rna.obs[key].nunique())
     for seed in (int(s) for s in args.seeds.split(",")):
-        reps, model = representations(rna, other, k, seed)
+        reps, model = representations(rna, other, k, seed, parse_set(args.set))
         y = model.rna.obs[key].astype(str).to_numpy()
         for name, x in reps.items():
             labels = KMeans(k, n_init=20, random_state=seed).fit_predict(x)

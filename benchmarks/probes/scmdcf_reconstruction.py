@@ -3,10 +3,12 @@
 Trains one default model (``n_models=1``) per seed and prints its NMI / ARI, modality weights and
 last pre-training epoch's loss terms; with ``--summary FILE`` prints instead the Spearman
 correlation of each candidate score with NMI and ARI over the runs in FILE (this script's output).
-This is the evidence behind ``ensemble_combine="select"`` in docs/scmdcf.md.
+This is the evidence behind ``ensemble_combine="select"`` (docs/scmdcf.md; the history in
+benchmarks/README.md). Results:
+``benchmarks/results/probes/reconstruction_{small,large}_sets.jsonl``.
 
-    OMP_NUM_THREADS=1 python benchmarks/scmdcf_probe_reconstruction.py DATASET --seeds 0,1,2,3,4 > runs.jsonl
-    python benchmarks/scmdcf_probe_reconstruction.py --summary runs.jsonl
+    OMP_NUM_THREADS=1 python benchmarks/probes/scmdcf_reconstruction.py DATASET --seeds 0,1,2,3,4 > runs.jsonl
+    python benchmarks/probes/scmdcf_reconstruction.py --summary runs.jsonl
 """
 from __future__ import annotations
 
@@ -17,20 +19,22 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scmdcf_benchmark import evaluate_labels, load_dataset
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/
+from _common import evaluate_labels, load_scmdcf, parse_set, print_provenance, read_jsonl  # noqa: E402
 
 
-def run(dataset: str, seeds: list[int]) -> None:
+def run(dataset: str, seeds: list[int], overrides: dict | None = None) -> None:
     import torch
 
     import cellbridge as cb
 
     torch.set_num_threads(1)
-    rna, other, key = load_dataset(dataset)
+    print_provenance()
+    rna, other, key = load_scmdcf(dataset)
     k = int(rna.obs[key].nunique())
     for seed in seeds:
-        model = cb.scMDCF(rna, other, n_clusters=k, seed=seed, accelerator="cpu", n_models=1).train(progress=False)
+        model = cb.scMDCF(rna, other, n_clusters=k, seed=seed, accelerator="cpu",
+                          **{**(overrides or {}), "n_models": 1}).train(progress=False)
         last = [h for h in model.history_ if h["phase"] == "pretrain"][-1]
         scores = evaluate_labels(model.rna, key, model.predict_clusters())
         print(json.dumps({"dataset": dataset, "seed": seed, "weights": model.modality_weights_,
@@ -42,7 +46,7 @@ def run(dataset: str, seeds: list[int]) -> None:
 def summary(path: str) -> None:
     from scipy.stats import spearmanr
 
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    rows = read_jsonl(path)  # the provenance line left out
     quality = {m: np.array([r[m] for r in rows]) for m in ("NMI", "ARI")}
     candidates = {
         "rec_rna": [r["pretrain_last"]["rec_rna"] for r in rows],
@@ -59,11 +63,12 @@ def main() -> None:
     ap.add_argument("dataset", nargs="?")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--summary", default=None)
+    ap.add_argument("--set", action="append", default=[], help="scMDCF override key=json_value (none in the results)")
     args = ap.parse_args()
     if args.summary:
         summary(args.summary)
     else:
-        run(args.dataset, [int(s) for s in args.seeds.split(",")])
+        run(args.dataset, [int(s) for s in args.seeds.split(",")], parse_set(args.set))
 
 
 if __name__ == "__main__":

@@ -6,42 +6,24 @@ For each dataset it runs, each in its own subprocess (so peak RSS is per method)
   default    CellBridge's default preset
 and records every metric of METHODS §4, wall time (preparation + training + embedding) and peak RSS.
 
-    python benchmarks/biclum_benchmark.py                      # everything, writes results/biclum.*
-    python benchmarks/biclum_benchmark.py --datasets teaseq_pbmc --methods pca default
+    python benchmarks/suites/biclum.py                      # everything, writes results/biclum.*
+    python benchmarks/suites/biclum.py --datasets teaseq_pbmc --methods pca default
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/
+from _common import RESULTS, load_unpaired, peak_rss_gib, provenance, write_results  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-DATA = Path(os.environ.get("CELLBRIDGE_DATA", HERE.parents[1] / "shared" / "data"))
-DATASETS = {
-    "mop_snare": dict(other="atac.h5ad", modality="atac", annotation="annotation/mm10_genes.bed", label="cell_type"),
-    "teaseq_pbmc": dict(other="adt.h5ad", modality="protein", annotation=None, label="cell_type"),
-}
+DATASETS = ("mop_snare", "teaseq_pbmc")
 METHODS = ("pca", "reference", "default")
-
-
-def load(name: str):
-    import anndata as ad
-
-    import cellbridge as cb
-
-    spec = DATASETS[name]
-    rna = ad.read_h5ad(DATA / name / "rna.h5ad")
-    other = ad.read_h5ad(DATA / name / spec["other"])
-    if spec["modality"] == "atac":
-        other = cb.pp.gene_activity(other, DATA / spec["annotation"])
-    return rna, other, spec
 
 
 def run_one(name: str, method: str, max_time: float | None, threads: int) -> dict:
@@ -51,7 +33,7 @@ def run_one(name: str, method: str, max_time: float | None, threads: int) -> dic
     torch.set_num_threads(threads)
     import cellbridge as cb
 
-    rna, other, spec = load(name)
+    rna, other, spec = load_unpaired(name)
     start = time.perf_counter()
     record: dict = {"dataset": name, "method": method}
     if method == "pca":
@@ -59,10 +41,10 @@ def run_one(name: str, method: str, max_time: float | None, threads: int) -> dic
     else:
         model = cb.BiCLUM(rna, other, modality=spec["modality"], preset=method)
         prepared = time.perf_counter()
-        history = model.train(max_time=max_time, progress=False)
-        record.update(epochs=len(history["loss"]), best_epoch=history["best_epoch"][0],
-                      train_seconds=history["seconds"][0], prepare_seconds=prepared - start,
-                      seconds_per_epoch=history["seconds"][0] / len(history["loss"]),
+        summary = model.train(max_time=max_time, progress=False).train_summary_
+        record.update(epochs=summary["epochs"], best_epoch=summary["best_epoch"],
+                      train_seconds=summary["seconds"], prepare_seconds=prepared - start,
+                      seconds_per_epoch=summary["seconds"] / summary["epochs"],
                       n_cell_pairs=len(model.cell_pairs), n_feature_pairs=len(model.feature_pairs))
         z_other, z_rna = model.get_latent(other, "other"), model.get_latent(rna, "rna")
     record["total_seconds"] = time.perf_counter() - start
@@ -70,24 +52,24 @@ def run_one(name: str, method: str, max_time: float | None, threads: int) -> dic
     labels_r = rna.obs[spec["label"]].astype(str).to_numpy()
     assert (other.obs_names == rna.obs_names).all(), "benchmark data must be paired for FOSCTTM"
     record["metrics"] = cb.metrics.integration_metrics(z_other, z_rna, labels_o, labels_r, paired=True, seed=0)
-    record["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    record["peak_rss_gib"] = peak_rss_gib()
     return record
 
 
 def joint_pca(rna, other, modality: str, n_comps: int = 50):
     """Baseline: PCA of both modalities' scaled shared features stacked as one matrix."""
-    from cellbridge.pp.unpaired import prepare_unpaired
+    from cellbridge.models.biclum._data import prepare_unpaired
 
     return prepare_unpaired(rna, other, modality=modality).shared_pca(n_comps)
 
 
-def markdown(records: list[dict], commit: str, command: str) -> str:
+def markdown(records: list[dict]) -> str:
     keys = ["omics_mixing", "biology_conservation", "transfer_accuracy", "transfer_accuracy_a_to_b",
             "transfer_accuracy_b_to_a", "foscttm", "neighbourhood_overlap", "graph_connectivity",
             "seurat_alignment_score", "modality_asw", "map", "cell_type_asw", "nmi"]
     present = [k for k in keys if any(k in r["metrics"] for r in records)]
     head = "| dataset | method | epochs | train s | total s | peak RSS GiB | " + " | ".join(present) + " |"
-    lines = [f"Commit `{commit}`; command `{command}`.", "", head, "|" + "---|" * (6 + len(present))]
+    lines = [head, "|" + "---|" * (6 + len(present))]
     for r in records:
         vals = " | ".join(f"{r['metrics'].get(k, float('nan')):.3f}" for k in present)
         lines.append(f"| {r['dataset']} | {r['method']} | {r.get('epochs', '-')} | "
@@ -103,14 +85,14 @@ def main() -> None:
                         help="time box (s) for the reference preset's training")
     parser.add_argument("--default-max-time", type=float, default=None)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(HERE / "results" / "biclum"))
+    parser.add_argument("--out", default=str(RESULTS / "biclum"), help="stem of the .json / .md results")
     parser.add_argument("--one", nargs=2, metavar=("DATASET", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--max-time", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(*args.one, args.max_time, args.threads), default=float))
         return
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    prov = provenance()
     records = []
     for name in args.datasets:
         for method in args.methods:
@@ -121,11 +103,8 @@ def main() -> None:
             records.append(json.loads(out.strip().splitlines()[-1]))
             print(json.dumps({k: v for k, v in records[-1].items() if k != "metrics"} | {
                 "foscttm": records[-1]["metrics"].get("foscttm")}), flush=True)
-    command = "python " + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".json").write_text(json.dumps({"commit": commit, "command": command, "records": records}, indent=1, default=float))
-    Path(args.out + ".md").write_text(markdown(records, commit, command))
-    print(markdown(records, commit, command))
+    write_results(args.out, records, markdown(records), prov)
+    print(markdown(records))
 
 
 if __name__ == "__main__":

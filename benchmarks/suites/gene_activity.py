@@ -2,7 +2,7 @@
 
 Run from the repository root (one core)::
 
-    OMP_NUM_THREADS=1 python benchmarks/gene_activity.py
+    OMP_NUM_THREADS=1 python benchmarks/suites/gene_activity.py
 
 Writes ``benchmarks/results/gene_activity.json`` and ``benchmarks/results/gene_activity.md``.
 
@@ -19,9 +19,7 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import resource
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -36,8 +34,9 @@ import scipy.sparse as sp
 
 import cellbridge as cb
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("CELLBRIDGE_DATA", ROOT.parent / "shared" / "data"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/
+from _common import DATA, RESULTS, provenance, provenance_header  # noqa: E402
+
 METHODS = ("signac", "promoter", "archr")
 
 
@@ -77,7 +76,7 @@ def write_synthetic_fragments(path: Path, n: int, seed: int = 0, n_cells: int = 
     weights = np.r_[np.full(n_cells, 0.8 / n_cells), np.full(n_cells // 4, 0.2 / (n_cells // 4))]
     chrom_idx = np.sort(rng.choice(len(chroms), n, p=sizes.to_numpy() / sizes.sum()))
     with gzip.open(path, "wt", compresslevel=1) as fh:
-        fh.write("# synthetic fragments for benchmarks/gene_activity.py\n")
+        fh.write("# synthetic fragments for benchmarks/suites/gene_activity.py\n")
         for k in range(len(chroms)):
             m = int((chrom_idx == k).sum())
             start = np.sort(rng.integers(0, sizes.iloc[k], m))
@@ -187,19 +186,15 @@ def validation() -> list[dict]:
 # ------------------------------------------------------------------------------------------
 # report
 # ------------------------------------------------------------------------------------------
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def markdown(res: dict) -> str:
-    lines = ["# Gene activity benchmark", "",
-             f"- commit: `{res['commit']}`", f"- command: `{res['command']}`",
-             f"- machine: {res['machine']}; run on a 2-core machine **shared with other "
-             "engineers' jobs**, so wall times are upper bounds (CPU times given as well).", ""]
+    if isinstance(res.get("versions"), dict):  # runs since the benchmarks/ reorganisation
+        head = [provenance_header(res), f"- OMP_NUM_THREADS: {res.get('omp_num_threads')}"]
+    else:  # the older run: what it recorded, then the back-filled provenance
+        head = [f"- commit: `{res['commit']}`", f"- command: `{res['command']}`", f"- machine: {res['machine']}"]
+        head += [f"- {key}: {value}" for key, value in (res.get("provenance") or {}).items()]
+    lines = ["# Gene activity benchmark", "", *head,
+             "- on a 2-core machine that may be **shared with other engineers' jobs**, wall times are "
+             "upper bounds (CPU times given as well).", ""]
     if "peaks" in res:
         lines += ["## Speed: mop_snare peak matrix (10,309 cells x 25,734 peaks, mm10_genes.bed)",
                   "", "| method | best of 3 (s) | all runs (s) |", "|---|---|---|"]
@@ -245,7 +240,7 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip-fragments", action="store_true")
     p.add_argument("--skip-validation", action="store_true")
-    p.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-method", default="signac", help=argparse.SUPPRESS)
     p.add_argument("--worker-insertions", action="store_true", help=argparse.SUPPRESS)
@@ -254,12 +249,7 @@ def main(argv=None) -> None:
         print(json.dumps(fragments_worker(args.worker, args.n_fragments, args.worker_method,
                                           args.worker_insertions)))
         return
-    res = {"commit": _commit(),
-           "command": "OMP_NUM_THREADS=1 python " + shlex.join(["benchmarks/gene_activity.py",
-                                                                 *sys.argv[1:]]),
-           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                      f"python {platform.python_version()}",
-           "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    res = {**provenance(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
     res["peaks"] = speed_peaks(args.repeats)
     if not args.skip_fragments:
         res["fragments"] = speed_fragments(args.n_fragments, [("signac", False), ("signac", True),

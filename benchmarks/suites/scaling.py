@@ -7,9 +7,9 @@ modalities are paired, so FOSCTTM is available); the fraction of MNN pairs joini
 same simulated type; recall of the approximate searches (hnswlib per ``ef``, faiss IVF per
 ``nprobe``) against exact search on a subsample of queries.
 
-    python benchmarks/scaling.py --sizes 10000 100000 1000000               # the default preset
-    python benchmarks/scaling.py --mnn-ann hnsw --out benchmarks/results/scaling_hnsw
-    python benchmarks/scaling.py --plot-only        # redraw the PNG from the JSON
+    python benchmarks/suites/scaling.py --sizes 10000 100000 1000000               # the default preset
+    python benchmarks/suites/scaling.py --mnn-ann hnsw --out benchmarks/results/scaling_hnsw
+    python benchmarks/suites/scaling.py --plot-only        # redraw the PNG and the .md from the JSON
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -25,21 +24,18 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/
+from _common import RESULTS, SIM, provenance, provenance_lines  # noqa: E402
+from _common import peak_rss_gib as rss_gib  # noqa: E402
+
 EFS = (50, 100, 200, 400)
 NPROBES = (4, 8, 16)
-SIM = dict(n_genes=600, n_types=8, peaks_per_gene=2, rna_depth=1000.0, atac_depth=300.0)
-
-
-def rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def ann_recall(a: np.ndarray, b: np.ndarray, k: int, n_queries: int = 2000, seed: int = 0) -> dict:
     """Recall@k (cosine) against exact search for a sample of queries: hnswlib at each ``ef`` and
     faiss IVF at each ``nprobe`` (one index each, built on all of ``b``; build seconds included)."""
-    from cellbridge.pairs import hnsw_index, hnsw_query, ivf_index, ivf_query, knn, recall_at_k
+    from cellbridge.neighbors import hnsw_index, hnsw_query, ivf_index, ivf_query, knn, recall_at_k
 
     rng = np.random.default_rng(seed)
     q = a[rng.choice(len(a), min(n_queries, len(a)), replace=False)]
@@ -74,15 +70,15 @@ def run_size(n: int, epochs: int, threads: int, metric_cells: int, mnn_options: 
     ph["gene_activity"] = time.perf_counter() - t
     del atac, sim
     model = cb.BiCLUM(rna, gam, modality="atac", seed=seed, **mnn_options)
-    rec.update({key: model.params[key] for key in ("mnn_ann", "hnsw_ef", "ivf_nprobe")})
+    rec.update({key: getattr(model.params, key) for key in ("mnn_ann", "hnsw_ef", "ivf_nprobe")})
     ph["prepare"], ph["pairs"] = model.timings["prepare"], model.timings["pairs"]
     rec["n_cell_pairs"] = len(model.cell_pairs)
     types_other, types_rna = (x.obs["cell_type"].astype(str).to_numpy() for x in (gam, rna))
     pairs = model.cell_pairs
     rec["mnn_same_type"] = float(np.mean(types_other[pairs[:, 0]] == types_rna[pairs[:, 1]]))
-    history = model.train(max_epochs=epochs, patience=epochs + 1, progress=False)
-    ph["train_per_epoch"] = history["seconds"][0] / len(history["loss"])
-    rec["epochs"] = len(history["loss"])
+    summary = model.train(max_epochs=epochs, patience=epochs + 1, progress=False).train_summary_
+    ph["train_per_epoch"] = summary["seconds"] / summary["epochs"]
+    rec["epochs"] = summary["epochs"]
     t = time.perf_counter()
     z_rna, z_gam = model.get_latent(rna), model.get_latent(gam)
     ph["embed"] = time.perf_counter() - t
@@ -91,9 +87,9 @@ def run_size(n: int, epochs: int, threads: int, metric_cells: int, mnn_options: 
     labels = rna.obs["cell_type"].astype(str).to_numpy()[rows]
     rec["metrics"] = cb.metrics.integration_metrics(z_gam[rows], z_rna[rows], labels, labels, paired=True, seed=seed)
     rec["metric_cells"] = len(rows)
-    if n > cb.pairs.EXACT_KNN_MAX_CELLS:
-        a, b = model.data.shared_pca(model.params["mnn_dims"], seed=seed)
-        rec["ann_recall_at_k"] = ann_recall(a, b, model.params["k_mnn"])
+    if n > cb.neighbors.EXACT_KNN_MAX_CELLS:
+        a, b = model.data.shared_pca(model.params.mnn_dims, seed=seed)
+        rec["ann_recall_at_k"] = ann_recall(a, b, model.params.k_mnn)
     rec["peak_rss_gib"] = rss_gib()
     rec["load_after"] = os.getloadavg()
     return rec
@@ -141,7 +137,7 @@ def main() -> None:
     if not args.plot_only:
         previous = json.loads(out.with_suffix(".json").read_text())["records"] if out.with_suffix(".json").exists() else []
         records = {r["n_cells_per_modality"]: r for r in previous}
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+        prov = provenance()
         for n in args.sizes:
             cmd = [sys.executable, __file__, "--one", str(n), "--epochs", str(args.epochs),
                    "--threads", str(args.threads), "--metric-cells", str(args.metric_cells)]
@@ -149,21 +145,20 @@ def main() -> None:
                 value = getattr(args, flag)
                 cmd += ["--" + flag.replace("_", "-"), str(value)] if value is not None else []
             result = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-            records[n] = {**json.loads(result.stdout.strip().splitlines()[-1]), "commit": commit,
-                          "command": "python benchmarks/scaling.py " + " ".join(sys.argv[1:])}
+            # each row keeps the commit and command of the run that measured it
+            records[n] = {**json.loads(result.stdout.strip().splitlines()[-1]), "commit": prov["commit"][:7] + (" (dirty)" if prov["dirty"] else ""),
+                          "command": prov["command"]}
             print(json.dumps({k: v for k, v in records[n].items() if k != "metrics"}, default=float), flush=True)
             ordered = [records[k] for k in sorted(records)]
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.with_suffix(".json").write_text(json.dumps(
-                {"commit": commit, "command": "python benchmarks/scaling.py " + " ".join(sys.argv[1:]), "records": ordered},
-                indent=1, default=float))
+            out.with_suffix(".json").write_text(json.dumps({**prov, "records": ordered}, indent=1, default=float))
     data = json.loads(out.with_suffix(".json").read_text())
     plot(data["records"], out.with_suffix(".png"))
     out.with_suffix(".md").write_text(markdown(data))
 
 
 def _search(record: dict) -> str:
-    from cellbridge.pairs import EXACT_KNN_MAX_CELLS
+    from cellbridge.neighbors import EXACT_KNN_MAX_CELLS
 
     if record["n_cells_per_modality"] <= EXACT_KNN_MAX_CELLS:
         return "exact"
@@ -175,7 +170,8 @@ def _search(record: dict) -> str:
 def markdown(data: dict) -> str:
     recs = data["records"]
     phases = list(recs[0]["phases"])
-    lines = ["2-core CPU machine; each size in its own process (the row's run: commit and command below the table).", "",
+    lines = [provenance_lines(data),
+             "2-core CPU machine; each size in its own process (the row's run: commit and command below the table).", "",
              "| cells/modality | " + " | ".join(f"{p} s" for p in phases)
              + " | peak RSS GiB | load (1-min avg, start / end) | MNN pairs same type | FOSCTTM | transfer acc. | omics mixing | bio. conservation |",
              "|" + "---|" * (len(phases) + 8)]

@@ -5,9 +5,9 @@ Each (dataset, method, K-mode) runs in its own subprocess so wall time and peak 
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/scmdcf_benchmark.py [--jobs 2] [--datasets a,b] [--methods m,n]
+    OMP_NUM_THREADS=1 python benchmarks/suites/scmdcf.py [--jobs 2] [--datasets a,b] [--methods m,n]
         [--kmodes true,estimated] [--seeds 0,1,2] [--merge] [--note TEXT]
-    python benchmarks/scmdcf_benchmark.py --worker DATASET METHOD KMODE [--seed S] [--save-z z.npy]
+    python benchmarks/suites/scmdcf.py --worker DATASET METHOD KMODE [--seed S] [--save-z z.npy]
         [--set key=value ...]
 
 With several seeds the summary gives each method's mean over the seeds it was run with.
@@ -29,17 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("CELLBRIDGE_DATA", ROOT.parent / "shared" / "data"))
-RESULTS = ROOT / "benchmarks" / "results"
-DATASETS = {  # name: (rna file, other file, layer, label key)
-    "teaseq_pbmc": ("teaseq_pbmc/rna.h5ad", "teaseq_pbmc/adt.h5ad", None, "cell_type"),
-    "mop_snare": ("mop_snare/rna.h5ad", "mop_snare/atac.h5ad", None, "cell_type"),
-    "bmmc_cite_small": ("bmmc_cite_small/rna.h5ad", "bmmc_cite_small/adt.h5ad", "counts", "cell_type"),
-    "bmmc_multiome_small": ("bmmc_multiome_small/rna.h5ad", "bmmc_multiome_small/atac.h5ad",
-                            "counts", "cell_type"),
-    "pbmc10k_cite_unnamed": ("pbmc10k_cite_unnamed/pbmc10k_cite.h5", None, None, "label"),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/
+from _common import (  # noqa: E402
+    RESULTS, evaluate_labels, load_scmdcf, parse_set, provenance, provenance_header, wnn_leiden,
+)
+
+DATASETS = ["teaseq_pbmc", "mop_snare", "bmmc_cite_small", "bmmc_multiome_small", "pbmc10k_cite_unnamed"]
 ATAC_DATASETS = {"mop_snare", "bmmc_multiome_small"}
 BASELINES = [f"{alg}_{rep}" for rep in ("pca_rna", "pca_other", "pca_concat", "lsi_other", "lsi_concat")
              for alg in ("kmeans", "leiden")]  # lsi_*: ATAC datasets only
@@ -57,43 +52,6 @@ WNN_BASELINES = ["leiden_wnn"]  # muon's weighted-nearest-neighbour graph (optio
 METHODS = ["scmdcf_reference", "scmdcf_default", *VARIANTS, *BASELINES, *WNN_BASELINES]
 
 
-def load_dataset(name: str):
-    """``(rna, other, labels)`` for a benchmark dataset (raw counts, aligned)."""
-    import anndata as ad
-
-    from cellbridge.io import read_scmdc_h5
-
-    f_rna, f_other, layer, label_key = DATASETS[name]
-    if f_other is None:
-        rna, other = read_scmdc_h5(DATA / f_rna)
-    else:
-        rna, other = ad.read_h5ad(DATA / f_rna), ad.read_h5ad(DATA / f_other)
-    if layer:
-        rna.X, other.X = rna.layers[layer], other.layers[layer]
-    return rna, other, label_key
-
-
-def evaluate_labels(adata, label_key: str, labels_pred) -> dict[str, float]:
-    """NMI/ARI/AMI of ``labels_pred`` against ``adata.obs[label_key]`` (error if the column is missing).
-
-    Uses ``cellbridge.metrics.clustering_metrics`` when available, scikit-learn otherwise.
-    """
-    from cellbridge._validate import check_label_column
-
-    check_label_column(adata, label_key, "adata")
-    truth = adata.obs[label_key].astype(str).to_numpy()
-    try:
-        from cellbridge.metrics import clustering_metrics
-    except ImportError:
-        from sklearn import metrics as skm
-
-        return {"NMI": skm.normalized_mutual_info_score(truth, labels_pred),
-                "ARI": skm.adjusted_rand_score(truth, labels_pred),
-                "AMI": skm.adjusted_mutual_info_score(truth, labels_pred)}
-    res = clustering_metrics(np.asarray(labels_pred), truth)
-    return {"NMI": res["nmi"], "ARI": res["ari"], "AMI": res["ami"]}
-
-
 def _pca(X: np.ndarray, n: int, seed: int) -> np.ndarray:
     from sklearn.decomposition import PCA
 
@@ -101,17 +59,12 @@ def _pca(X: np.ndarray, n: int, seed: int) -> np.ndarray:
     return PCA(n_components=n, random_state=seed).fit_transform(X)
 
 
-def _graph(emb: np.ndarray, seed: int):
-    from cellbridge.models.scmdcf import knn_igraph
+def _leiden(emb: np.ndarray, n_clusters: int | None, seed: int) -> np.ndarray:
+    """Leiden on the unweighted 15-NN graph of ``emb`` (``leidenalg``): resolution 1, or bisected
+    to ``n_clusters``."""
+    from cellbridge.tl import leiden
 
-    return knn_igraph(emb, 15)
-
-
-def _leiden(graph, resolution: float, seed: int) -> np.ndarray:
-    from cellbridge.models.scmdcf import leiden_membership
-
-    return leiden_membership(graph, resolution, seed)
-
+    return leiden(emb, n_clusters=n_clusters, resolution=1.0, seed=seed, flavor="leidenalg")
 
 
 def run_baseline(method: str, rna, other, k_true: int | None, seed: int = 0):
@@ -119,9 +72,7 @@ def run_baseline(method: str, rna, other, k_true: int | None, seed: int = 0):
     returns ``(labels, K used, prepared RNA)``."""
     from sklearn.cluster import KMeans
 
-    from cellbridge.models.scmdcf import leiden_graph_n_clusters
-
-    from cellbridge.pp import prepare_paired
+    from cellbridge.models.scmdcf._data import prepare_paired
 
     prna, poth = prepare_paired(rna, other)
     reps = {"pca_rna": _pca(prna.X, 50, seed), "pca_other": _pca(poth.X, 50, seed)}
@@ -134,11 +85,10 @@ def run_baseline(method: str, rna, other, k_true: int | None, seed: int = 0):
         reps["lsi_concat"] = np.hstack([reps["pca_rna"], plsi.X])
     alg, rep = method.split("_", 1)
     emb = reps[rep]
-    graph = _graph(emb, seed)
     if alg == "leiden":
-        lab = _leiden(graph, 1.0, seed) if k_true is None else leiden_graph_n_clusters(graph, k_true, seed=seed)
+        lab = _leiden(emb, k_true, seed)
         return lab, len(np.unique(lab)), prna
-    k = k_true or len(np.unique(_leiden(graph, 1.0, seed)))
+    k = k_true or len(np.unique(_leiden(emb, None, seed)))
     if alg == "consensus":
         from cellbridge.tl import consensus_clusters
 
@@ -162,7 +112,7 @@ def run_wnn(rna, other, k_true: int | None, seed: int = 0):
         import muon  # noqa: F401
     except ImportError as exc:
         raise SystemExit("not run: muon not installed") from exc
-    from cellbridge.pp import prepare_paired
+    from cellbridge.models.scmdcf._data import prepare_paired
 
     prna, poth = prepare_paired(rna, other)
     is_atac = poth.uns["cellbridge_prepare"]["modality"] == "atac"
@@ -174,36 +124,6 @@ def run_wnn(rna, other, k_true: int | None, seed: int = 0):
         rep_oth = _pca(poth.X, 50, seed)
     lab = wnn_leiden({"rna": rep_rna, "atac" if is_atac else "prot": rep_oth}, prna.obs, k_true, seed)
     return lab, len(np.unique(lab)), prna
-
-
-def wnn_leiden(reps: dict[str, np.ndarray], obs, k: int | None, seed: int = 0) -> np.ndarray:
-    """Leiden labels on muon's WNN graph of per-modality representations of the cells ``obs``
-    (rows scaled to unit norm, exact 15-NN graph each): resolution bisected to ``k``, or 1 when
-    ``k`` is None."""
-    import igraph as ig
-    import mudata
-    import muon as mu
-    import scanpy as sc
-    import scipy.sparse as sp
-
-    from cellbridge.models.scmdcf import leiden_graph_n_clusters, leiden_membership
-
-    mods = {}
-    for name, rep in reps.items():
-        m = sc.AnnData(sp.csr_matrix((rep.shape[0], 1), dtype=np.float32), obs=obs[[]].copy())
-        m.obsm["X_rep"] = rep / np.maximum(np.linalg.norm(rep, axis=1, keepdims=True), 1e-12)
-        # exact kNN (scikit-learn, scanpy's choice below 4,096 cells anyway): scanpy 1.11's
-        # pynndescent path fails on scipy >= 1.17 sparse arrays (no `getnnz`) on mop_snare
-        sc.pp.neighbors(m, n_neighbors=15, use_rep="X_rep", random_state=seed, transformer="sklearn")
-        mods[name] = m
-    mdata = mudata.MuData(mods)
-    mu.pp.neighbors(mdata, n_neighbors=15, random_state=seed)
-    conn = sp.triu(mdata.obsp["connectivities"], k=1).tocoo()
-    graph = ig.Graph(n=mdata.n_obs, edges=list(zip(conn.row.tolist(), conn.col.tolist())),
-                     edge_attrs={"weight": conn.data.astype(float).tolist()})
-    if k is None:
-        return leiden_membership(graph, 1.0, seed, weights="weight")
-    return leiden_graph_n_clusters(graph, k, seed=seed, weights="weight")
 
 
 def run_scmdcf(preset: str, rna, other, k_true: int | None, overrides: dict, seed: int = 0,
@@ -223,7 +143,7 @@ def worker(dataset: str, method: str, kmode: str, overrides: dict, seed: int = 0
     import torch
 
     torch.set_num_threads(1)
-    rna, other, label_key = load_dataset(dataset)
+    rna, other, label_key = load_scmdcf(dataset)
     k_true = int(rna.obs[label_key].nunique())
     t0 = time.perf_counter()
     k_arg = k_true if kmode == "true" else None
@@ -243,17 +163,6 @@ def worker(dataset: str, method: str, kmode: str, overrides: dict, seed: int = 0
     return {"dataset": dataset, "method": method, "k_mode": kmode, "k_true": k_true, "k_used": int(k),
             "n_cells": int(prna.n_obs), "wall_s": round(wall, 2), "peak_rss_mb": round(peak_mb, 1),
             "overrides": overrides, "seed": seed, **{m: round(float(v), 4) for m, v in scores.items()}}
-
-
-def _parse_set(items: list[str]) -> dict:
-    out = {}
-    for item in items or []:
-        key, val = item.split("=", 1)
-        try:
-            out[key] = json.loads(val)
-        except json.JSONDecodeError:
-            out[key] = val
-    return out
 
 
 def _spawn(task) -> dict:
@@ -293,10 +202,24 @@ def _sorted(rows: list[dict]) -> list[dict]:
                                        r.get("seed", 0)))
 
 
+def _meta_lines(meta: dict) -> list[str]:
+    """Provenance lines of the results: a full provenance (runs since the reorganisation), else
+    the fields of the older runs and the back-filled ``provenance`` (what was not recorded)."""
+    if isinstance(meta.get("versions"), dict):
+        lines = [provenance_header(meta), f"- workers: {meta.get('workers', '')}"]
+        if meta.get("earlier_runs"):
+            lines.append(f"- rows of {len(meta['earlier_runs'])} earlier run(s) kept (--merge); their commands and "
+                         "provenance: `meta.earlier_runs` of the JSON")
+        return lines
+    lines = [f"- command: `{meta['command']}`", f"- git commit: `{meta['commit']}`", f"- machine: {meta['machine']}"]
+    lines += [f"- {key}: {value}" for key, value in (meta.get("provenance") or {}).items()]
+    return lines
+
+
 def write_markdown(rows: list[dict], meta: dict, path: Path) -> None:
     rows = _sorted(rows)
-    lines = ["# scMDCF benchmark", "", f"- command: `{meta['command']}`", f"- git commit: `{meta['commit']}`",
-             f"- machine: {meta['machine']}", f"- seeds: {meta['seed']} (weights, batches, KMeans, Leiden; the seed column gives each row's)",
+    lines = ["# scMDCF benchmark", "", *_meta_lines(meta),
+             f"- seeds: {meta['seed']} (weights, batches, KMeans, Leiden; the seed column gives each row's)",
              *([f"- note: {meta['note']}"] if meta.get("note") else []), "",
              "| dataset | method | K mode | seed | K used / true | NMI | ARI | AMI | wall s | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -352,18 +275,20 @@ def main() -> None:
     ap.add_argument("--seeds", default="0", help="comma-separated seeds (rows per seed)")
     ap.add_argument("--seed", type=int, default=0, help="worker seed")
     ap.add_argument("--save-z", default=None, help="worker: write the scMDCF embedding to this .npy")
-    ap.add_argument("--out", default="scmdcf")
+    ap.add_argument("--out", default="scmdcf",
+                    help="results name under benchmarks/results/, or a path (stem) elsewhere")
     ap.add_argument("--merge", action="store_true",
                     help="keep rows of an existing results file that this run does not redo")
     ap.add_argument("--report", action="store_true", help="only rewrite the .md from the .json")
     ap.add_argument("--note", default=None, help="note written into the results' meta")
     args = ap.parse_args()
+    stem = Path(args.out) if "/" in args.out else RESULTS / args.out
     if args.report:
-        data = json.loads((RESULTS / f"{args.out}.json").read_text())
-        write_markdown(data["results"], data["meta"], RESULTS / f"{args.out}.md")
+        data = json.loads(stem.with_suffix(".json").read_text())
+        write_markdown(data["results"], data["meta"], stem.with_suffix(".md"))
         return
     if args.worker:
-        print(json.dumps(worker(*args.worker, _parse_set(args.set), args.seed, args.save_z)))
+        print(json.dumps(worker(*args.worker, parse_set(args.set), args.seed, args.save_z)))
         return
     tasks = [(d, m, k, args.set, int(s)) for d in args.datasets.split(",") for m in args.methods.split(",")
              for k in args.kmodes.split(",") for s in args.seeds.split(",")
@@ -371,18 +296,16 @@ def main() -> None:
     tasks.sort(key=lambda t: (t[0] != "mop_snare", not t[1].startswith("scmdcf")))  # longest first
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(_spawn, tasks))
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                            check=False).stdout.strip()
-    meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit or "unknown",
-            "machine": f"{os.cpu_count()} CPU cores shared with other jobs, {args.jobs} workers x 1 thread, CPU only",
-            "seed": args.seeds, **({"note": args.note} if args.note else {})}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    old = RESULTS / f"{args.out}.json"
+    meta = {**provenance(), "workers": f"{args.jobs} workers x 1 thread, CPU only", "seed": args.seeds,
+            **({"note": args.note} if args.note else {})}
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    old = stem.with_suffix(".json")
     if args.merge and old.exists():
         prev = json.loads(old.read_text())
         done = {_row_key(r) for r in rows}
         rows = [r for r in prev["results"] if _row_key(r) not in done] + rows
-        meta["command"] = prev["meta"]["command"] + " ; then " + meta["command"]
+        meta["earlier_runs"] = prev["meta"].get("earlier_runs", []) + [
+            {k: v for k, v in prev["meta"].items() if k != "earlier_runs"}]
         seeds = set(str(prev["meta"].get("seed", "0")).split(",")) | set(args.seeds.split(","))
         meta["seed"] = ",".join(sorted(seeds, key=int))
         notes = [n for n in (prev["meta"].get("note"), meta.get("note")) if n]
@@ -391,8 +314,8 @@ def main() -> None:
     order = {d: i for i, d in enumerate(DATASETS)}
     rows.sort(key=lambda r: (order.get(r["dataset"], 99), METHODS.index(r["method"])
                              if r["method"] in METHODS else 99, r["k_mode"] != "true"))
-    (RESULTS / f"{args.out}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
-    write_markdown(rows, meta, RESULTS / f"{args.out}.md")
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
+    write_markdown(rows, meta, stem.with_suffix(".md"))
 
 
 if __name__ == "__main__":

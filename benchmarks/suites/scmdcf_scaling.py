@@ -6,11 +6,11 @@ pre-training per epoch, KMeans initialisation of the DEC centroids, fine-tuning 
 embedding of all cells, final clustering (KMeans on z). NMI / ARI of the final clusters against
 ``obs["cell_type"]`` on all cells.
 
-    OMP_NUM_THREADS=1 python benchmarks/scmdcf_scaling.py --sizes 10000 100000 [1000000]
-    python benchmarks/scmdcf_scaling.py --sizes 10000 --modality adt --epochs 2
+    OMP_NUM_THREADS=1 python benchmarks/suites/scmdcf_scaling.py --sizes 10000 100000 [1000000]
+    python benchmarks/suites/scmdcf_scaling.py --sizes 10000 --modality adt --epochs 2
 
 Results go to ``benchmarks/results/scmdcf_scaling.{json,md}`` (rows of other sizes/modalities
-already there are kept).
+already there are kept; ``--out STEM`` writes elsewhere).
 """
 
 from __future__ import annotations
@@ -18,20 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-SIM = {"n_genes": 600, "n_types": 8, "peaks_per_gene": 2, "rna_depth": 1000.0, "atac_depth": 300.0}
-
-
-def rss_gib() -> float:
-    """Peak resident set size of this process so far (GiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # benchmarks/
+from _common import RESULTS, SIM, provenance, provenance_lines  # noqa: E402
+from _common import peak_rss_gib as rss_gib  # noqa: E402
 
 
 class Timer:
@@ -50,8 +44,9 @@ class Timer:
 def run_size(n: int, modality: str, epochs: int, threads: int, seed: int = 0) -> dict:
     """Simulate ``n`` cells, train scMDCF (``epochs`` per phase) and time every phase.
 
-    The phases are those of ``scMDCF.train`` (``cellbridge.models.scmdcf.fit_module``), called
-    one by one so that each can be timed.
+    The phases are those of ``scMDCF.train`` (``cellbridge.models.scmdcf._training.fit_module``),
+    called one by one so that each can be timed (one network: the default trains one above 5,000
+    cells).
     """
     import torch
 
@@ -59,7 +54,7 @@ def run_size(n: int, modality: str, epochs: int, threads: int, seed: int = 0) ->
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     import cellbridge as cb
-    from cellbridge.models import scmdcf_module as M
+    from cellbridge.models.scmdcf import _training as M
     from cellbridge.models.training import set_seed
 
     timer = Timer()
@@ -76,15 +71,15 @@ def run_size(n: int, modality: str, epochs: int, threads: int, seed: int = 0) ->
     set_seed(seed)
     history = timer("pretrain", M.pretrain, model.module, source, cfg, gen, False)
     z = timer("embed_for_init", M.embed, model.module, source).numpy()
-    timer("kmeans_init", M.init_centers, model.module, z, model.n_clusters_, seed, cfg["n_init"])
+    timer("kmeans_init", M.init_centers, model.module, z, model.n_clusters_, seed, cfg.n_init)
     history += timer("finetune", M.finetune, model.module, source, cfg, gen, False)
-    model._set_trained({"history": history, "n_clusters": model.n_clusters_}, cfg)
+    model._set_trained([{"history": history, "n_clusters": model.n_clusters_}], cfg)
     timer("embed", model.get_latent)
     labels = timer("cluster", model.predict_clusters)
     return {
         "n_cells": n, "modality": modality, "epochs_per_phase": epochs, "threads": threads,
         "n_features": [int(model.rna.n_vars), int(model.other.n_vars)],
-        "sparse_inputs": bool(source.is_sparse), "batch_size": cfg["batch_size"],
+        "sparse_inputs": bool(source.is_sparse), "batch_size": cfg.batch_size,
         "phases_s": timer.phases,
         "pretrain_per_epoch_s": round(timer.phases["pretrain"] / max(epochs, 1), 2),
         "finetune_per_epoch_s": round(timer.phases["finetune"] / max(epochs, 1), 2),
@@ -113,24 +108,19 @@ def _run_in_subprocess(n: int, args) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=HERE, check=False).stdout.strip()
-    except OSError:
-        return "unknown"
-
-
-def write_results(rows: list[dict], command: str) -> None:
-    """Merge ``rows`` into the JSON (keyed by size and modality) and rewrite the markdown table."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "scmdcf_scaling.json"
+def write_results(rows: list[dict], prov: dict, stem: Path) -> None:
+    """Merge ``rows`` into the JSON (keyed by size and modality) and rewrite the markdown table;
+    each row keeps the commit and command of the run that measured it."""
+    path = stem.with_suffix(".json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(path.read_text())["rows"] if path.exists() else []
     keep = {(r["n_cells"], r["modality"]): r for r in old}
-    keep.update({(r["n_cells"], r["modality"]): {**r, "command": command, "commit": _commit()} for r in rows})
+    keep.update({(r["n_cells"], r["modality"]): {**r, "command": prov["command"], "commit": prov["commit"][:7] + (" (dirty)" if prov["dirty"] else "")}
+                 for r in rows})
     merged = sorted(keep.values(), key=lambda r: (r["modality"], r["n_cells"]))
-    path.write_text(json.dumps({"commit": _commit(), "simulator": SIM, "rows": merged}, indent=1) + "\n")
-    (RESULTS / "scmdcf_scaling.md").write_text(_markdown(merged))
+    data = {**prov, "simulator": SIM, "rows": merged}
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(provenance_lines(data) + "\n" + _markdown(merged))
 
 
 def _markdown(rows: list[dict]) -> str:
@@ -166,18 +156,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modality", choices=("atac", "adt"), default="atac")
     parser.add_argument("--epochs", type=int, default=1, help="epochs of each phase")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS / "scmdcf_scaling", help="stem of the .json / .md")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         _worker(args)
         return
-    rows = []
+    rows, prov = [], provenance()
+    threads = os.environ.get("OMP_NUM_THREADS")
+    prov["command"] = (f"OMP_NUM_THREADS={threads} " if threads else "") + prov["command"]
     for n in args.sizes:
         rows.append(_run_in_subprocess(n, args))
         print(json.dumps(rows[-1]), flush=True)
-        threads = os.environ.get("OMP_NUM_THREADS")
-        write_results(rows, (f"OMP_NUM_THREADS={threads} " if threads else "")
-                      + "python benchmarks/scmdcf_scaling.py " + " ".join(sys.argv[1:]))
+        write_results(rows, prov, args.out)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ def _igraph(graph: sp.spmatrix):
     return g
 
 
-def leiden_on_graph(graph: sp.spmatrix, *, resolution: float = 1.0, seed: int = 0,
-                    flavor: Flavor = "igraph") -> np.ndarray:
+def leiden_on_graph(graph: sp.spmatrix, *, resolution: float = 1.0, n_clusters: int | None = None, seed: int = 0,
+                    flavor: Flavor = "igraph", weighted: bool | None = None) -> np.ndarray:
     """Leiden clustering of a connectivity graph (modularity with a resolution parameter, the
     RB-configuration quality that scanpy's Leiden uses).
 
@@ -41,6 +41,9 @@ def leiden_on_graph(graph: sp.spmatrix, *, resolution: float = 1.0, seed: int = 
         Symmetric cells x cells weight matrix, e.g. from :func:`cellbridge.neighbors.knn_graph`.
     resolution
         Higher values give more clusters.
+    n_clusters
+        When given, the resolution is bisected (12 steps over [0.01, 5]) to give this many
+        clusters, or the closest count reached.
     seed
         Random seed; the result is deterministic for a given seed.
     flavor
@@ -48,6 +51,8 @@ def leiden_on_graph(graph: sp.spmatrix, *, resolution: float = 1.0, seed: int = 
         is stable (about ten times faster than ``leidenalg`` here); ``"leidenalg"``: the
         ``leidenalg`` package, two iterations, edges unweighted (the estimate of K that scMDCF has
         always used).
+    weighted
+        Use the edge weights (None: yes for ``"igraph"``, no for ``"leidenalg"``).
 
     Returns
     -------
@@ -56,12 +61,15 @@ def leiden_on_graph(graph: sp.spmatrix, *, resolution: float = 1.0, seed: int = 
     """
     import random
 
+    if n_clusters is not None:
+        _check_n_clusters(n_clusters, graph.shape[0])
+        return _leiden_to_k(graph, int(n_clusters), seed=seed, flavor=flavor, weighted=weighted)
     g = _igraph(graph)
     if flavor == "leidenalg":
         import leidenalg
 
-        part = leidenalg.find_partition(g, leidenalg.RBConfigurationVertexPartition,
-                                        resolution_parameter=resolution, seed=seed, n_iterations=2)
+        part = leidenalg.find_partition(g, leidenalg.RBConfigurationVertexPartition, resolution_parameter=resolution,
+                                        seed=seed, n_iterations=2, weights="weight" if weighted else None)
         return _relabel_by_size(np.asarray(part.membership, dtype=np.int64))
     if flavor != "igraph":
         raise CellBridgeInputError(f'`flavor` must be "igraph" or "leidenalg", got {flavor!r}.')
@@ -69,9 +77,8 @@ def leiden_on_graph(graph: sp.spmatrix, *, resolution: float = 1.0, seed: int = 
 
     ig.set_random_number_generator(random.Random(seed))
     try:
-        partition = g.community_leiden(
-            objective_function="modularity", weights="weight", resolution=resolution, n_iterations=-1
-        )
+        partition = g.community_leiden(objective_function="modularity", weights=None if weighted is False else "weight",
+                                       resolution=resolution, n_iterations=-1)
     finally:
         ig.set_random_number_generator(random)
     return _relabel_by_size(np.asarray(partition.membership, dtype=np.int64))
@@ -88,14 +95,14 @@ def _relabel_by_size(labels: np.ndarray) -> np.ndarray:
     return rank[inverse].astype(np.int64)
 
 
-def _leiden_to_k(graph: sp.spmatrix, n_clusters: int, *, seed: int, flavor: Flavor,
+def _leiden_to_k(graph: sp.spmatrix, n_clusters: int, *, seed: int, flavor: Flavor, weighted: bool | None,
                  max_steps: int = 12) -> np.ndarray:
     """Leiden with the resolution bisected over [0.01, 5] to give ``n_clusters`` communities (the
     closest count found when it is never hit exactly)."""
     lo, hi, best = 0.01, 5.0, None
     for _ in range(max_steps):
         mid = (lo + hi) / 2
-        labels = leiden_on_graph(graph, resolution=mid, seed=seed, flavor=flavor)
+        labels = leiden_on_graph(graph, resolution=mid, seed=seed, flavor=flavor, weighted=weighted)
         n = len(np.unique(labels))
         if best is None or abs(n - n_clusters) < abs(len(np.unique(best)) - n_clusters):
             best = labels
@@ -116,8 +123,8 @@ def leiden(emb, *, resolution: float = 1.0, n_clusters: int | None = None, n_nei
     resolution
         Leiden resolution; higher values give more clusters.
     n_clusters
-        When given, the resolution is bisected (12 steps over [0.01, 5]) to give this many
-        clusters, or the closest count reached.
+        When given, the resolution is bisected to give this many clusters (see
+        :func:`leiden_on_graph`).
     n_neighbors
         Neighbours per cell in the graph (the cell itself not counted).
     seed
@@ -132,10 +139,7 @@ def leiden(emb, *, resolution: float = 1.0, n_clusters: int | None = None, n_nei
         Integer cluster labels (0 = largest cluster).
     """
     graph = knn_graph(emb, n_neighbors=n_neighbors, weights="binary" if flavor == "leidenalg" else "umap")
-    if n_clusters is not None:
-        _check_n_clusters(n_clusters, graph.shape[0])
-        return _leiden_to_k(graph, int(n_clusters), seed=seed, flavor=flavor)
-    return leiden_on_graph(graph, resolution=resolution, seed=seed, flavor=flavor)
+    return leiden_on_graph(graph, resolution=resolution, n_clusters=n_clusters, seed=seed, flavor=flavor)
 
 
 def kmeans(

@@ -1,7 +1,8 @@
 """scMDCF's hyper-parameters and presets (``preset=``).
 
 ``"reference"`` reproduces the published code (METHODS §2.2-2.4); ``"default"`` is ours, chosen
-by ``benchmarks/suites/scmdcf.py`` (evidence in ``docs/scmdcf.md``).
+by ``benchmarks/suites/scmdcf.py`` (results in ``docs/scmdcf.md``; what was tried in
+``benchmarks/README.md``, "History of the scMDCF default").
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def _reference(modality: str) -> dict[str, Any]:
     return dict(enc_hidden=(512, 64, 8), fusion_hidden=(), lamb=0.5, n_top_rna=1000, n_top_other=None)
 
 
-#: CellBridge's default = the reference plus these changes, chosen by benchmark (docs/scmdcf.md):
+#: CellBridge's default = the reference plus these changes, chosen by benchmark (benchmarks/README.md):
 #: principal components of each modality as encoder inputs (RNA; ATAC from its HVF peaks;
 #: proteins stay z-scored), linear decoder outputs (defect E2), reconstruction / contrastive
 #: weights scaled by each modality's label-free informativeness (power 4; a modality weighted
