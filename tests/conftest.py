@@ -1,13 +1,22 @@
-"""Shared fixtures. Real data lives in ../shared/data beside the checkout."""
+"""Shared fixtures and data factories. Real data lives in ../shared/data beside the checkout.
+
+Tests import nothing from each other (pytest runs with ``--import-mode=importlib``): shared data
+factories are fixtures here that return the factory function, e.g. ``def test_x(make_pair):
+rna, adt = make_pair(n=60)``.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import anndata as ad
+import numpy as np
+import pandas as pd
 import pytest
 
 DATA_DIR = Path(os.environ.get("CELLBRIDGE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +35,37 @@ def _few_threads():
 
     torch.set_num_threads(1)
     yield
+
+
+def _make_pair(n=60, n_genes=40, n_other=10, kind="protein", fmt=np.asarray, seed=0):
+    """A paired RNA + ADT (``kind="protein"``) or RNA + ATAC peak (``kind="atac"``) toy dataset:
+    ``n`` cells in 3 groups with Poisson counts from group-specific rates, the same ``obs_names``
+    (``c0``, ``c1``...) and ``obs["cell_type"]`` in both; ``fmt`` wraps each count matrix."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(3), n // 3 + 1)[:n]
+    rates = rng.gamma(2.0, 1.0, size=(3, n_genes))
+    rna_x = rng.poisson(rates[groups]).astype(np.float32)
+    prot_rates = rng.gamma(2.0, 5.0, size=(3, n_other))
+    oth_x = rng.poisson(prot_rates[groups]).astype(np.float32)
+    obs = pd.DataFrame({"cell_type": pd.Categorical(groups.astype(str))},
+                       index=[f"c{i}" for i in range(n)])
+    rna = ad.AnnData(fmt(rna_x), obs=obs.copy(), var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
+    if kind == "protein":
+        names = [f"CD{i}" for i in range(n_other)]
+    else:
+        names = [f"chr1:{1000 * i}-{1000 * i + 500}" for i in range(n_other)]
+    other = ad.AnnData(fmt(oth_x), obs=obs.copy(), var=pd.DataFrame(index=names))
+    return rna, other
+
+
+@pytest.fixture(scope="session")
+def make_pair():
+    """The factory of a paired toy dataset: ``make_pair(n=60, n_genes=40, n_other=10,
+    kind="protein", fmt=np.asarray, seed=0) -> (rna, other)`` (new objects on every call)."""
+    return _make_pair
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The checkout's root folder (holds ``src/``, ``tests/``, ``benchmarks/``)."""
+    return REPO_ROOT

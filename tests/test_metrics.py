@@ -247,3 +247,42 @@ def test_clustering_metrics_subsampled_silhouette_is_seeded():
         b = M.clustering_metrics(truth, X=X, silhouette_max_cells=120, seed=1)
     assert a["silhouette"] == b["silhouette"]
     assert a["silhouette"] == pytest.approx(skm.silhouette_score(X, truth), abs=0.05)
+
+
+def test_precomputed_neighbours_give_the_same_scores():
+    from cellbridge.neighbors import graph_from_neighbors, knn_indices
+
+    X, labels = _blobs(40)
+    dist, nn = knn_indices(X, 30)
+    graph = graph_from_neighbors(dist[:, :15], nn[:, :15])
+    assert M.graph_connectivity(X, labels, graph=graph) == M.graph_connectivity(X, labels)
+    assert M.leiden_nmi(X, labels, graph=graph) == M.leiden_nmi(X, labels)
+    assert M.mean_average_precision(X, labels, neighbor_frac=0.2, neighbors=nn) == \
+        M.mean_average_precision(X, labels, neighbor_frac=0.2)
+    a, b = X[:60], X[60:] + 0.1
+    _, joint = knn_indices(np.vstack([a, b]), 30)
+    assert M.neighbourhood_overlap(a, b, k=5, neighbors=joint) == M.neighbourhood_overlap(a, b, k=5)
+
+
+def test_map_neighbors():
+    assert M.map_neighbors(1000) == 10 and M.map_neighbors(1000, 0.05) == 50
+    assert M.map_neighbors(20) == 1  # at least one neighbour
+    assert M.map_neighbors(3, 1.0) == 2  # at most cells - 1
+
+
+def test_integration_metrics_equal_the_metrics_computed_one_by_one():
+    """The shared neighbour search of integration_metrics changes no value."""
+    X, labels = _blobs(50, spread=3.0)
+    rng = np.random.default_rng(4)
+    Y = X + rng.normal(size=X.shape)
+    out = M.integration_metrics(X, Y, labels, labels, paired=True, seed=1)
+    joint, both = np.vstack([X, Y]), np.concatenate([labels, labels])
+    modality = np.repeat([0, 1], len(X))
+    assert out["graph_connectivity"] == M.graph_connectivity(joint, both)
+    assert out["seurat_alignment_score"] == M.seurat_alignment_score(joint, modality, seed=1)
+    assert out["modality_asw"] == M.modality_asw(joint, both, modality, seed=1)
+    assert out["neighbourhood_overlap"] == M.neighbourhood_overlap(X, Y)
+    assert out["map"] == M.mean_average_precision(joint, both)
+    assert out["cell_type_asw"] == M.cell_type_asw(joint, both, seed=1)
+    assert out["nmi"] == M.leiden_nmi(joint, both, seed=1)
+    assert out["foscttm"] == M.foscttm(X, Y)

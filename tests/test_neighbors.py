@@ -1,8 +1,10 @@
+"""Neighbour search (cellbridge.neighbors): exact / approximate kNN, MNN pairs, kNN graphs."""
+
 import numpy as np
 import pytest
 
 from cellbridge import CellBridgeInputError
-from cellbridge.pairs import PartnerSampler, feature_pairs, knn, mnn_pairs, recall_at_k
+from cellbridge.neighbors import graph_from_neighbors, knn, knn_graph, knn_indices, mnn_pairs, recall_at_k
 
 
 def test_mnn_pairs_hand_example():
@@ -51,7 +53,7 @@ def test_ivf_pads_missing_neighbours_and_mnn_drops_them():
 
 
 def test_auto_uses_the_chosen_ann_above_the_exact_limit(monkeypatch):
-    import cellbridge.pairs as pairs
+    import cellbridge.neighbors as pairs
 
     monkeypatch.setattr(pairs, "EXACT_KNN_MAX_CELLS", 100)
     a, b = _clustered(200, 1), _clustered(1_500, 2)
@@ -65,27 +67,50 @@ def test_mnn_feature_mismatch_errors():
         mnn_pairs(np.ones((3, 2)), np.ones((3, 3)), k=1)
 
 
-def test_feature_pairs_identity_and_mapping():
-    assert feature_pairs(["A", "B", "C"], ["C", "A"]).tolist() == [[0, 1], [2, 0]]
-    mapped = feature_pairs(["CD3", "CD8a", "IgG"], ["CD8A", "CD3E"], {"CD3": "CD3E", "CD8a": "CD8A"})
-    assert mapped.tolist() == [[0, 1], [1, 0]]
-    with pytest.raises(CellBridgeInputError, match="No feature"):
-        feature_pairs(["X"], ["Y"])
+# ---------------------------------------------------------------------------- kNN graph
 
 
-def test_partner_sampler_draws_only_mnn_partners():
-    pairs = np.array([[0, 1], [0, 2], [2, 0]])  # other cell 1 and rna cell 3 have no partner
-    sampler = PartnerSampler(pairs, n_other=3, n_rna=4)
-    allowed = {tuple(p) for p in pairs}
-    rng = np.random.default_rng(0)
-    seen = set()
-    for _ in range(50):
-        o, r, flag = sampler.draw(rng)
-        assert len(o) == len(sampler) == 7
-        assert flag.tolist() == [True, False, True, True, True, True, False]
-        for oi, ri, f in zip(o, r, flag):
-            if f:
-                assert (oi, ri) in allowed
-                seen.add((oi, ri))
-        assert o[:3].tolist() == [0, 1, 2] and r[3:].tolist() == [0, 1, 2, 3]
-    assert seen == allowed  # both partners of other cell 0 get drawn
+def _blobs(sizes=(50, 40, 30), dim: int = 4, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    centers = rng.normal(size=(len(sizes), dim)) * 30
+    return centers[labels] + rng.normal(size=(labels.size, dim)), labels
+
+
+def test_knn_graph_is_symmetric_weighted_and_covers_neighbours():
+    X, _ = _blobs()
+    g = knn_graph(X, n_neighbors=5)
+    assert abs(g - g.T).max() < 1e-12
+    assert g.data.min() > 0 and g.data.max() <= 1.0 + 1e-12
+    assert g.diagonal().sum() == 0
+    assert (np.diff(g.indptr) >= 5).all()  # every cell keeps at least its own 5 neighbours
+
+
+def test_binary_knn_graph_is_the_union_of_neighbour_lists():
+    X, _ = _blobs()
+    _, idx = knn_indices(X, 5)
+    g = knn_graph(X, n_neighbors=5, weights="binary")
+    assert set(np.unique(g.data)) == {1.0} and abs(g - g.T).max() == 0 and g.diagonal().sum() == 0
+    edges = {(i, int(j)) for i in range(len(X)) for j in idx[i]}
+    edges |= {(j, i) for i, j in edges}
+    rows, cols = g.nonzero()
+    assert set(zip(rows.tolist(), cols.tolist())) == edges
+    umap = knn_graph(X, n_neighbors=5)
+    assert np.array_equal((umap > 0).toarray(), (g > 0).toarray())  # same edges, other weights
+    with pytest.raises(CellBridgeInputError, match="weights"):
+        knn_graph(X, n_neighbors=5, weights="gaussian")
+
+
+def test_graph_from_neighbors_equals_knn_graph():
+    X, _ = _blobs()
+    dist, idx = knn_indices(X, 7)
+    assert idx.shape == (120, 7) and not (idx == np.arange(120)[:, None]).any()  # self excluded
+    assert abs(graph_from_neighbors(dist, idx) - knn_graph(X, n_neighbors=7)).max() == 0
+
+
+def test_knn_indices_with_duplicates_and_too_few_cells():
+    X = np.array([[0.0], [0.0], [0.0], [5.0]])  # three identical points
+    _, idx = knn_indices(X, 2)
+    assert not (idx == np.arange(4)[:, None]).any()
+    with pytest.raises(CellBridgeInputError, match="at least 2 cells"):
+        knn_indices(np.zeros((1, 2)), 3)

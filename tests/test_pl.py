@@ -68,3 +68,18 @@ def test_training_history(tmp_path):
     assert (tmp_path / "hist.png").stat().st_size > 0
     with pytest.raises(CellBridgeInputError, match="history"):
         cb.pl.training_history({})
+
+
+def test_training_history_accepts_rows_frames_and_models():
+    rows = [{"phase": p, "epoch": e, "loss": 10.0 - i, "rec": 1.0, "member": m}
+            for m in (0, 1) for i, (p, e) in enumerate([("pretrain", 0), ("pretrain", 1), ("finetune", 0)])]
+    for history in (rows, pd.DataFrame(rows), type("Trained", (), {"history_": rows})()):
+        fig = cb.pl.training_history(history)
+        ax = fig.axes[0]
+        assert [line.get_label() for line in ax.lines[:2]] == ["loss", "rec"]  # not epoch/phase/member
+        assert list(ax.lines[0].get_ydata()) == [10.0, 9.0, 8.0]  # the first ensemble member only
+        assert any(list(line.get_xdata()) == [2.5, 2.5] for line in ax.lines[2:])  # phase boundary
+    with pytest.raises(CellBridgeInputError, match="train the model first"):
+        cb.pl.training_history(type("Untrained", (), {"history_": []})())
+    with pytest.raises(CellBridgeInputError, match="equal"):
+        cb.pl.training_history({"loss": [1.0, 2.0], "rec": [1.0]})

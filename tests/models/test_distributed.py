@@ -1,136 +1,54 @@
-"""Data-parallel BiCLUM (cellbridge.models.distributed) against single-process training.
-
-Tolerances. Same data, seed and initial weights; dropout is off because its masks are drawn
-per process (and per slice), so they would differ from the single-process run by design. The
-two runs then differ only in float32 reduction order (means of local means, all-reduced
-BatchNorm sums and gradient buckets), and we measured on this problem after 5 epochs x 6 steps:
-epoch losses within 1e-7 relative, every weight that changes the training-mode function within
-1.2e-7 (one float32 ulp) and training-mode embeddings within 1e-6. The exception are the
-Linear biases directly before a BatchNorm: the BatchNorm removes them, so their gradient is 0 in
-exact arithmetic and pure rounding noise in practice, which Adam rescales into steps of up to
-``lr``; they (and the running means that follow them) may differ by up to ``lr x steps``
-(measured 3e-3 for 30 steps at lr 1e-4; we allow 2 x lr x steps), and eval-mode embeddings, which use those running
-means, by ~1e-3. Two single-process runs with different thread counts show the same effect.
-"""
+"""Generic data-parallel machinery (cellbridge.models.distributed): the group strategy's row
+arithmetic and the spawn retry. The models' data-parallel training is compared with one process
+in tests/models/biclum/test_training.py and tests/models/scmdcf/test_training.py."""
 
 from __future__ import annotations
 
-import copy
-
-import numpy as np
 import pytest
 import torch
-from torch import nn
 
-import cellbridge as cb
 from cellbridge import CellBridgeInputError
-from cellbridge.models.distributed import local_slice, train_distributed
-
-EPOCHS = 5
-
-
-@pytest.fixture(scope="module")
-def problem():
-    """A small model (400 anchors, 6 global batches of 64), its initial weights and the 1-process result."""
-    torch.set_num_threads(1)  # module fixtures run before conftest's per-test thread setting
-    rna = cb.datasets.simulate_multiome(400, n_genes=100, n_types=3, seed=0)["rna"]
-    other, rna = rna[:200].copy(), rna[200:].copy()
-    model = cb.BiCLUM(rna, other, modality="atac", k_mnn=10, n_pcs=10, n_profile=64, batch_size=64, seed=0)
-    for layer in model.module.modules():
-        if isinstance(layer, nn.Dropout):
-            layer.p = 0.0
-    init = copy.deepcopy(model.module.state_dict())
-    history = model.train(max_epochs=EPOCHS, progress=False)
-    single = {"history": copy.deepcopy(history), "state": copy.deepcopy(model.module.state_dict()),
-              "train_z": _train_mode_latent(model), "eval_z": model.get_latent(modality="rna")}
-    return model, init, single
+from cellbridge.models.biclum._training import check_split
+from cellbridge.models.distributed import DataParallelGroup, LocalGroup, resolve_world_size
 
 
-def _reset(model, init) -> None:
-    model.module.load_state_dict(init)
-
-
-def _train_mode_latent(model) -> np.ndarray:
-    """RNA cell embeddings with batch statistics (all cells as one batch): blind to pre-BatchNorm biases."""
-    module = copy.deepcopy(model.module).train()
-    with torch.no_grad():
-        return module.encode_cells(torch.as_tensor(model.data.rna.pca), 1).numpy()
-
-
-def _pre_batchnorm_biases(module: nn.Module) -> set[str]:
-    names = set()
-    for prefix, seq in module.named_modules():
-        if isinstance(seq, nn.Sequential):
-            for i in range(len(seq) - 1):
-                if isinstance(seq[i], nn.Linear) and isinstance(seq[i + 1], nn.BatchNorm1d):
-                    names.add(f"{prefix}.{i}.bias")
-    return names
-
-
-def _assert_same_training(model, single, *, n_steps: int, exact: bool = False) -> None:
-    tol = dict(rtol=0, atol=0) if exact else dict(rtol=1e-5, atol=1e-5)
-    for key in ("loss", "rec", "cell", "feature"):
-        np.testing.assert_allclose(model.history[key], single["history"][key], rtol=0 if exact else 1e-6)
-    assert model.history["best_epoch"] == single["history"]["best_epoch"]
-    state, free = model.module.state_dict(), _pre_batchnorm_biases(model.module)
-    lr = model.params["lr"]
-    for name, ref in single["state"].items():
-        if name in free or name.endswith("running_mean"):
-            # Each run walks up to ~lr per Adam step, in unrelated directions.
-            np.testing.assert_allclose(state[name], ref, rtol=0, atol=0 if exact else 2 * lr * n_steps, err_msg=name)
-        else:
-            np.testing.assert_allclose(state[name], ref, err_msg=name, **tol)
-    np.testing.assert_allclose(_train_mode_latent(model), single["train_z"], **tol)
-    # Eval mode uses the running means above (embedding values are O(1); measured 9e-4).
-    np.testing.assert_allclose(model.get_latent(modality="rna"), single["eval_z"], rtol=0, atol=0 if exact else 1e-2)
-
-
-def test_two_processes_match_one(problem, tmp_path):
-    model, init, single = problem
-    _reset(model, init)
-    history = train_distributed(model, world_size=2, backend="gloo", init_method=f"file://{tmp_path / 'pg'}",
-                                max_epochs=EPOCHS, progress=False)
-    assert history["world_size"] == [2] and history["local_batch_size"] == [32]
-    _assert_same_training(model, single, n_steps=EPOCHS * (400 // 64))
-
-
-def test_all_ranks_stop_together(problem):
-    model, init, _ = problem
-    _reset(model, init)
-    history = train_distributed(model, world_size=2, max_epochs=20, patience=1, lr=3e-3, progress=False)
-    stopped = len(history["loss"])
-    assert stopped < 20 and history["epochs_per_rank"] == [stopped, stopped]
-    assert history["loss"][history["best_epoch"][0]] == min(history["loss"])
-
-
-def test_torchrun_environment_single_process_is_exact(problem, monkeypatch):
-    """Under torchrun (RANK/WORLD_SIZE set) training runs in this process; with one rank it is bit-identical."""
-    model, init, single = problem
-    _reset(model, init)
-    monkeypatch.setenv("RANK", "0")
-    monkeypatch.setenv("LOCAL_RANK", "0")
-    monkeypatch.setenv("WORLD_SIZE", "1")
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    from cellbridge.models.distributed import _free_port
-
-    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
-    train_distributed(model, max_epochs=EPOCHS, progress=False)
-    _assert_same_training(model, single, n_steps=EPOCHS * (400 // 64), exact=True)
-    assert not torch.distributed.is_initialized()
+def _rank(rank: int, world_size: int) -> DataParallelGroup:
+    """A DataParallelGroup as process ``rank`` of ``world_size`` sees it (no process group needed
+    for the row arithmetic)."""
+    group = DataParallelGroup.__new__(DataParallelGroup)
+    group.rank, group.world_size = rank, world_size
+    return group
 
 
 def test_global_batch_split():
-    parts = [local_slice(64, r, 4) for r in range(4)]
-    assert [p.stop - p.start for p in parts] == [16] * 4
-    assert np.array_equal(np.concatenate([np.arange(64)[p] for p in parts]), np.arange(64))
+    idx = torch.arange(64)
+    parts = [_rank(r, 4).split(idx) for r in range(4)]
+    assert [len(p) for p in parts] == [16] * 4
+    assert torch.equal(torch.cat(parts), idx)
+    assert torch.equal(LocalGroup().split(idx), idx)
     with pytest.raises(CellBridgeInputError, match="split evenly"):
-        local_slice(63, 0, 2)
+        check_split(400, 63, 2)
+    with pytest.raises(CellBridgeInputError, match="at least one full batch"):
+        check_split(60, 64, 2)
+    check_split(64, 64, 4)
 
 
-def test_rejects_uneven_batch_before_spawning(problem):
-    model, _, _ = problem
-    with pytest.raises(CellBridgeInputError, match="multiple of world_size"):
-        train_distributed(model, world_size=3, batch_size=64)
+def test_near_equal_shares_cover_all_rows():
+    shares = [_rank(r, 3).share(10) for r in range(3)]
+    assert shares == [(0, 3), (3, 6), (6, 10)]
+    assert [len(_rank(r, 2).split(torch.arange(63))) for r in range(2)] == [32, 31]
+    assert _rank(1, 2).mean_weight(31, 63) == pytest.approx(2 * 31 / 63)
+    assert LocalGroup().share(10) == (0, 10) and LocalGroup().mean_weight(5, 10) == 1.0
+
+
+def test_resolve_world_size(monkeypatch):
+    assert resolve_world_size(4, torchrun=False) == 4
+    with pytest.raises(CellBridgeInputError, match="positive number"):
+        resolve_world_size(0, torchrun=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert resolve_world_size(None, torchrun=True) == 2
+    with pytest.raises(CellBridgeInputError, match="torchrun started 2"):
+        resolve_world_size(3, torchrun=True)
 
 
 def test_spawn_starts_again_only_when_a_rank_could_not_join(monkeypatch):

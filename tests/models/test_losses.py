@@ -1,4 +1,4 @@
-"""scMDCF losses on small cases computed by hand."""
+"""The models' losses (cellbridge.models.losses) on small cases computed by hand."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from cellbridge.models.losses import (
     dec_target_distribution,
     joint_code_distribution,
     mutual_information_loss,
+    nt_xent,
 )
 
 
@@ -67,3 +68,12 @@ def test_dec_kl_loss_by_hand():
     q = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
     assert dec_kl_loss(p, q).item() == pytest.approx(math.log(1 / (0.5 + 1e-6)))
     assert dec_kl_loss(q, q).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_nt_xent_hand_computed():
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # Each row: partner logit 1, two others 0 (self excluded) -> -log(e / (e + 2)).
+    assert nt_xent(a, a.clone(), tau=1.0).item() == pytest.approx(math.log(1 + 2 / math.e), rel=1e-6)
+    # Temperature divides the similarities; cosine normalises the rows first.
+    assert nt_xent(2 * a, 2 * a, tau=4.0).item() == pytest.approx(math.log(1 + 2 / math.e), rel=1e-6)
+    assert nt_xent(3 * a, a, tau=1.0, similarity="cosine").item() == pytest.approx(math.log(1 + 2 / math.e), rel=1e-6)

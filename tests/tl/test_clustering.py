@@ -1,15 +1,16 @@
-"""Label transfer and clustering tools."""
+"""Clustering tools (cellbridge.tl.clustering): Leiden, k-means, K estimate, consensus."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import cellbridge as cb
 from cellbridge import CellBridgeInputError
-from cellbridge.tl import consensus_clusters, estimate_n_clusters, kmeans, knn_graph, leiden, transfer_labels
+from cellbridge.neighbors import knn_graph
+from cellbridge.tl import consensus_clusters, estimate_n_clusters, kmeans, leiden
+from cellbridge.tl.clustering import leiden_on_graph
 
 
 def _blobs(sizes=(50, 40, 30), dim: int = 4, seed: int = 0):
@@ -20,59 +21,13 @@ def _blobs(sizes=(50, 40, 30), dim: int = 4, seed: int = 0):
 
 
 def test_public_api():
-    assert cb.tl.transfer_labels is transfer_labels
     assert cb.tl.leiden is leiden and cb.tl.kmeans is kmeans
     assert cb.tl.estimate_n_clusters is estimate_n_clusters
     assert cb.tl.consensus_clusters is consensus_clusters
-
-
-# ---------------------------------------------------------------------------- transfer
-
-
-def test_transfer_labels_separated_clusters():
-    X, labels = _blobs()
-    names = np.array(["B", "T", "NK"], dtype=object)[labels]
-    Y, _ = _blobs(seed=0)
-    pred, conf = transfer_labels(X, pd.Series(names), Y + 0.5, k=5)
-    assert list(pred) == list(names)
-    assert np.all(conf == 1.0)
-
-
-def test_transfer_labels_majority_and_tie_by_hand():
-    ref = np.array([[0.0], [1.0], [2.0], [3.0]])
-    labels = ["A", "B", "B", "A"]
-    # query 1.6, k=3: neighbours 2 (B, .4), 1 (B, .6), 3 (A, 1.4) -> B with 2/3
-    pred, conf = transfer_labels(ref, labels, np.array([[1.6]]), k=3)
-    assert pred[0] == "B" and conf[0] == pytest.approx(2 / 3)
-    # query 0.4, k=2: neighbours 0 (A, .4) and 1 (B, .6) tie -> the nearest one wins
-    pred, conf = transfer_labels(ref, labels, np.array([[0.4]]), k=2)
-    assert pred[0] == "A" and conf[0] == 0.5
-
-
-def test_transfer_labels_caps_k_and_keeps_label_values():
-    pred, conf = transfer_labels(np.zeros((2, 2)), [7, 7], np.ones((3, 2)), k=10)
-    assert list(pred) == [7, 7, 7] and np.all(conf == 1.0)
-
-
-def test_transfer_labels_errors():
-    with pytest.raises(CellBridgeInputError, match="dimensions"):
-        transfer_labels(np.zeros((3, 2)), ["a"] * 3, np.zeros((1, 3)))
-    with pytest.raises(CellBridgeInputError, match="missing"):
-        transfer_labels(np.zeros((3, 2)), ["a", None, "b"], np.zeros((1, 2)))
-    with pytest.raises(CellBridgeInputError, match="one label per"):
-        transfer_labels(np.zeros((3, 2)), ["a"], np.zeros((1, 2)))
+    assert not hasattr(cb.tl, "knn_graph")  # the graph lives in cellbridge.neighbors
 
 
 # ---------------------------------------------------------------------------- clustering
-
-
-def test_knn_graph_is_symmetric_weighted_and_covers_neighbours():
-    X, _ = _blobs()
-    g = knn_graph(X, n_neighbors=5)
-    assert abs(g - g.T).max() < 1e-12
-    assert g.data.min() > 0 and g.data.max() <= 1.0 + 1e-12
-    assert g.diagonal().sum() == 0
-    assert (np.diff(g.indptr) >= 5).all()  # every cell keeps at least its own 5 neighbours
 
 
 def test_leiden_recovers_blobs_deterministically_and_orders_by_size():
@@ -81,6 +36,50 @@ def test_leiden_recovers_blobs_deterministically_and_orders_by_size():
     assert adjusted_rand_score(labels, a) == 1.0
     assert np.array_equal(a, leiden(X, resolution=0.5, seed=0))
     assert list(np.bincount(a)) == [50, 40, 30]
+
+
+def _three_blobs(n_per: int = 40, dim: int = 10, seed: int = 0):
+    """Three well separated blobs of equal size (a clear K = 3)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=8.0, size=(3, dim))
+    labels = np.repeat(np.arange(3), n_per)
+    return centers[labels] + rng.normal(size=(3 * n_per, dim)), labels
+
+
+@pytest.mark.parametrize("flavor", ["igraph", "leidenalg"])
+def test_leiden_n_clusters_bisection_hits_k_for_both_flavors(flavor):
+    X, truth = _three_blobs()
+    lab = leiden(X, n_clusters=3, seed=0, flavor=flavor)
+    assert len(np.unique(lab)) == 3 and set(np.unique(lab)) == {0, 1, 2}
+    assert adjusted_rand_score(truth, lab) > 0.95
+    sizes = np.bincount(lab)
+    assert list(sizes) == sorted(sizes, reverse=True)  # 0 = largest, for both flavors
+    assert np.array_equal(lab, leiden(X, n_clusters=3, seed=0, flavor=flavor))
+    with pytest.raises(CellBridgeInputError, match="n_clusters"):
+        leiden(X, n_clusters=0, flavor=flavor)
+
+
+def test_leiden_n_clusters_four_blobs_as_scmdcf_used_it():
+    # the former scMDCF leiden_n_clusters test: 4 blobs, unweighted 15-NN graph (flavor leidenalg)
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=8.0, size=(4, 10))
+    truth = np.repeat(np.arange(4), 40)
+    x = centers[truth] + rng.normal(size=(160, 10))
+    lab = leiden(x, n_clusters=4, flavor="leidenalg")
+    assert len(np.unique(lab)) == 4
+    assert adjusted_rand_score(truth, lab) > 0.95
+
+
+def test_leiden_flavors_on_a_graph_and_unknown_flavor():
+    X, truth = _blobs()
+    for flavor, weights in (("igraph", "umap"), ("leidenalg", "binary")):
+        graph = knn_graph(X, n_neighbors=15, weights=weights)
+        lab = leiden_on_graph(graph, resolution=0.5, seed=0, flavor=flavor)
+        assert adjusted_rand_score(truth, lab) == 1.0 and list(np.bincount(lab)) == [50, 40, 30]
+        assert np.array_equal(lab, leiden(X, resolution=0.5, seed=0, flavor=flavor))
+    with pytest.raises(CellBridgeInputError, match="flavor"):
+        leiden_on_graph(knn_graph(X), flavor="louvain")
+    assert estimate_n_clusters(X, resolution=0.5, flavor="leidenalg") == 3
 
 
 def test_kmeans_and_centers():

@@ -71,13 +71,22 @@ def resolve(cls: type[P], base: Mapping[str, Any], overrides: Mapping[str, Any],
     for key, value in overrides.items():
         if value is None and ignore_none:
             continue
-        if isinstance(values.get(key), Mapping) and isinstance(value, Mapping):
-            values[key] = {**values[key], **value}
+        current = values[key] if key in values else _default(cls, key)  # a field the base leaves at its default
+        if isinstance(current, Mapping) and isinstance(value, Mapping):
+            values[key] = {**current, **value}
         else:
             values[key] = value
     params = cls(**values)
     validate(params, model)
     return params
+
+
+def _default(cls: type, name: str) -> Any:
+    """The default value of field ``name`` of dataclass ``cls`` (None when it has none)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def to_json(params: Any) -> dict[str, Any]:

@@ -1,27 +1,17 @@
+"""BiCLUM's input preparation (cellbridge.models.biclum._data)."""
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
 
 import cellbridge as cb
 from cellbridge import CellBridgeInputError
-from cellbridge.models import _biclum_train
-from cellbridge.pp.rna import ExpressionTransform, column_mean_std
-from cellbridge.pp.unpaired import prepare_unpaired
+from cellbridge.models.biclum._data import ExpressionTransform, PartnerSampler, prepare_unpaired
 
 
 @pytest.fixture(scope="module")
 def sim():
     return cb.datasets.simulate_multiome(400, n_genes=120, n_types=3, seed=11)
-
-
-def test_column_mean_std_sparse_matches_dense():
-    X = sp.random(50, 7, density=0.3, random_state=0, format="csr") * 10
-    X[:, 3] = 0  # constant column -> std 1
-    mean, std = column_mean_std(X)
-    np.testing.assert_allclose(mean, X.toarray().mean(0), rtol=1e-5)
-    dense_std = X.toarray().std(0, ddof=1)
-    np.testing.assert_allclose(std, np.where(dense_std > 0, dense_std, 1), rtol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["lognorm", "clr"])
@@ -43,17 +33,6 @@ def test_subsampled_pca_fit_spans_nearly_the_same_space(sim):
     # Leading principal subspaces agree: singular values of C_full C_sub^T near 1.
     overlap = np.linalg.svd(full.components[:3] @ sub.components[:3].T, compute_uv=False)
     assert overlap.min() > 0.9
-
-
-def test_sparse_row_source_matches_dense(sim, monkeypatch):
-    data = prepare_unpaired(sim["rna"], sim["rna"][::-1].copy(), modality="atac")
-    idx = np.array([3, 1, 1, 7])
-    for kind in ("counts", "scaled"):
-        dense = _biclum_train.RowSource(data.rna, kind, torch.device("cpu")).rows(idx)
-        monkeypatch.setattr(_biclum_train, "DENSE_LIMIT", 0)
-        sparse = _biclum_train.RowSource(data.rna, kind, torch.device("cpu")).rows(idx)
-        monkeypatch.undo()
-        torch.testing.assert_close(dense, sparse)
 
 
 def test_shared_pca_equals_dense_joint_pca(sim):
@@ -85,3 +64,21 @@ def test_preparation_never_modifies_inputs(sim):
     before = (rna.X.copy(), gam.X.copy())
     prepare_unpaired(rna, gam, modality="atac", n_top_genes=50)
     assert (rna.X != before[0]).nnz == 0 and (gam.X != before[1]).nnz == 0
+
+
+def test_partner_sampler_draws_only_mnn_partners():
+    pairs = np.array([[0, 1], [0, 2], [2, 0]])  # other cell 1 and rna cell 3 have no partner
+    sampler = PartnerSampler(pairs, n_other=3, n_rna=4)
+    allowed = {tuple(p) for p in pairs}
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(50):
+        o, r, flag = sampler.draw(rng)
+        assert len(o) == len(sampler) == 7
+        assert flag.tolist() == [True, False, True, True, True, True, False]
+        for oi, ri, f in zip(o, r, flag):
+            if f:
+                assert (oi, ri) in allowed
+                seen.add((oi, ri))
+        assert o[:3].tolist() == [0, 1, 2] and r[3:].tolist() == [0, 1, 2, 3]
+    assert seen == allowed  # both partners of other cell 0 get drawn

@@ -1,13 +1,11 @@
-import math
+"""BiCLUM model (cellbridge.models.biclum._model): training, outputs, persistence, errors."""
 
 import anndata as ad
 import numpy as np
 import pytest
-import torch
 
 import cellbridge as cb
 from cellbridge import CellBridgeInputError
-from cellbridge.models.losses import nt_xent
 
 
 @pytest.fixture(scope="module")
@@ -24,20 +22,15 @@ def _model(split_rna, **kw):
     return cb.BiCLUM(b, a, modality="atac", **kw)
 
 
-def test_nt_xent_hand_computed():
-    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    # Each row: partner logit 1, two others 0 (self excluded) -> -log(e / (e + 2)).
-    assert nt_xent(a, a.clone(), tau=1.0).item() == pytest.approx(math.log(1 + 2 / math.e), rel=1e-6)
-    # Temperature divides the similarities; cosine normalises the rows first.
-    assert nt_xent(2 * a, 2 * a, tau=4.0).item() == pytest.approx(math.log(1 + 2 / math.e), rel=1e-6)
-    assert nt_xent(3 * a, a, tau=1.0, similarity="cosine").item() == pytest.approx(math.log(1 + 2 / math.e), rel=1e-6)
-
-
 def test_train_embed_and_outputs(split_rna):
     model = _model(split_rna, max_epochs=15)
-    history = model.train(progress=False)
-    assert len(history["loss"]) == 15 and all(np.isfinite(history["loss"]))
-    assert history["loss"][-1] < history["loss"][0]
+    assert model.train(progress=False) is model and model.is_trained_
+    losses = [row["loss"] for row in model.history_]
+    assert len(losses) == 15 and all(np.isfinite(losses))
+    assert losses[-1] < losses[0]
+    assert [(row["phase"], row["epoch"]) for row in model.history_] == [("train", i) for i in range(15)]
+    assert {"loss", "rec", "cell", "feature"} <= set(model.history_[0])
+    assert model.train_summary_["epochs"] == 15 and model.train_summary_["world_size"] == 1
     a, b = split_rna
     za, zb = model.get_latent(a, "other"), model.get_latent(b)
     assert za.shape == (300, 50) and zb.shape == (300, 50)
@@ -49,6 +42,10 @@ def test_train_embed_and_outputs(split_rna):
     assert mdata.mod["rna"].obsm["X_biclum"].shape == (300, 50)
     assert mdata.mod["atac"].varm["X_biclum"].shape == (200, 50)
     assert "X_biclum" not in b.obsm  # inputs untouched
+    uns = mdata.uns["biclum"]
+    assert list(uns["history"]["loss"]) == losses and uns["train_summary"] == model.train_summary_
+    renamed = model.to_mudata(key_added="joint")
+    assert renamed.mod["rna"].obsm["X_joint"].shape == (300, 50) and "joint" in renamed.uns
 
 
 def test_deterministic_on_cpu(split_rna):
@@ -61,23 +58,23 @@ def test_deterministic_on_cpu(split_rna):
 
 def test_reference_preset_exact_mode_runs(split_rna):
     model = _model(split_rna, preset="reference", max_epochs=2)
-    assert model.params["feature_mode"] == "exact" and model.profiles[0].shape[1] == 300
+    assert model.params.feature_mode == "exact" and model.profiles[0].shape[1] == 300
     model.train(progress=False)
     assert np.isfinite(model.get_latent(modality="other")).all()
 
 
 def test_early_stopping_restores_best(split_rna):
     model = _model(split_rna, patience=1, lr=5e-2, max_epochs=30)
-    h = model.train(progress=False)
-    best = h["best_epoch"][0]
-    assert h["loss"][best] == min(h["loss"]) and len(h["loss"]) < 30
+    losses = [row["loss"] for row in model.train(progress=False).history_]
+    best = model.train_summary_["best_epoch"]
+    assert losses[best] == min(losses) and len(losses) < 30 and model.train_summary_["epochs"] == len(losses)
 
 
 def test_batch_without_pairs_is_not_nan(split_rna):
     model = _model(split_rna)
     model.cell_pairs = model.cell_pairs[:0]  # no MNN pair at all (D4)
-    h = model.train(progress=False)
-    assert np.isfinite(h["loss"]).all() and all(c == 0 for c in h["cell"])
+    rows = model.train(progress=False).history_
+    assert np.isfinite([row["loss"] for row in rows]).all() and all(row["cell"] == 0 for row in rows)
 
 
 def test_save_load_roundtrip(split_rna, tmp_path):
@@ -88,6 +85,8 @@ def test_save_load_roundtrip(split_rna, tmp_path):
     with pytest.raises(FileExistsError):
         model.save(tmp_path / "m")
     loaded = cb.BiCLUM.load(tmp_path / "m")
+    assert loaded.is_trained_ and loaded.params == model.params
+    assert loaded.history_ == model.history_ and loaded.train_summary_ == model.train_summary_
     np.testing.assert_allclose(loaded.get_latent(b, "rna"), model.get_latent(b), atol=1e-5)
     np.testing.assert_allclose(loaded.get_feature_embeddings()["other"], model.get_feature_embeddings()["other"], atol=1e-5)
 
@@ -107,6 +106,7 @@ def test_backed_inputs_give_the_in_memory_results(tmp_path, monkeypatch):
     import functools
 
     import cellbridge._validate as validate
+    import cellbridge.models.biclum._model as biclum_model
 
     sim = cb.datasets.simulate_multiome(500, n_genes=200, n_types=4, seed=6)["rna"]
     ref_a, ref_b, query = sim[:200].copy(), sim[200:400].copy(), sim[400:].copy()
@@ -121,7 +121,7 @@ def test_backed_inputs_give_the_in_memory_results(tmp_path, monkeypatch):
     in_memory.train(max_epochs=2, progress=False)
     np.testing.assert_array_equal(model.get_latent(ref_b), in_memory.get_latent(ref_b))
     blocks = functools.partial(validate.row_blocks, rows=37)
-    monkeypatch.setattr(cb.models.biclum, "row_blocks", blocks)  # several blocks read from the file
+    monkeypatch.setattr(biclum_model, "row_blocks", blocks)  # several blocks read from the file
     np.testing.assert_allclose(model.get_latent(backed_query, "rna"), model.get_latent(query, "rna"), rtol=1e-5, atol=1e-6)
     assert validate.is_backed(backed_query.X) and not validate.is_backed(query.X)
     bad = query.copy()
@@ -162,13 +162,13 @@ def test_bad_inputs(split_rna):
 
 @pytest.mark.parametrize("preset, search", [("reference", "hnsw"), ("default", "ivf")])
 def test_presets_choose_the_approximate_mnn_search(split_rna, monkeypatch, preset, search):
-    import cellbridge.pairs as pairs
+    import cellbridge.neighbors as pairs
 
     monkeypatch.setattr(pairs, "EXACT_KNN_MAX_CELLS", 100)  # 300 cells per modality: approximate
     model = _model(split_rna, preset=preset)
-    a, b = model.data.shared_pca(model.params["mnn_dims"]) if preset == "default" else model.data.shared_views()
-    k = model.params["k_mnn"]
-    assert model.params["mnn_ann"] == search
+    a, b = model.data.shared_pca(model.params.mnn_dims) if preset == "default" else model.data.shared_views()
+    k = model.params.k_mnn
+    assert model.params.mnn_ann == search
     np.testing.assert_array_equal(model.cell_pairs, pairs.mnn_pairs(a, b, k=k, method=search))
     exact = {tuple(p) for p in pairs.mnn_pairs(a, b, k=k, method="exact")}
     assert len({tuple(p) for p in model.cell_pairs} & exact) / len(exact) > 0.9
@@ -206,12 +206,12 @@ def test_bf16_mixed_precision_agrees_with_float32(split_rna):
     model = _model(split_rna, max_epochs=5)
     model.train(progress=False)
     z32 = model.get_latent(modality="rna")
-    model.params["precision"] = "bf16-mixed"
+    model.params = model.params.replace(precision="bf16-mixed")
     z16 = model.get_latent(modality="rna")
     # bfloat16 keeps 8 mantissa bits (~0.4% per rounding); through 3 layers we allow 3% relative error.
     assert np.linalg.norm(z16 - z32) / np.linalg.norm(z32) < 3e-2
     mixed = _model(split_rna, precision="bf16-mixed", max_epochs=3)
-    assert np.isfinite(mixed.train(progress=False)["loss"]).all()
+    assert np.isfinite([row["loss"] for row in mixed.train(progress=False).history_]).all()
 
 
 @pytest.mark.parametrize("options", [{"mnn_rep": "scaled"}, {"mnn_rep": "pca", "mnn_dims": 10},

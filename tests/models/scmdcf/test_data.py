@@ -1,39 +1,21 @@
-"""prepare_paired: alignment, joint filtering, validation, never modifying inputs."""
+"""scMDCF's input preparation (prepare_paired): alignment, joint filtering, validation, never
+modifying inputs. The generic paired helpers (infer_modality, split_mudata, align_cells) are
+tested in tests/pp/test_paired.py."""
 
 from __future__ import annotations
 
 import anndata as ad
 import mudata as md
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 
 from cellbridge import CellBridgeInputError, CellBridgeWarning
-from cellbridge.pp import prepare_paired
-from cellbridge.pp.paired import infer_modality
-
-
-def make_pair(n=60, n_genes=40, n_other=10, kind="protein", fmt=np.asarray, seed=0):
-    rng = np.random.default_rng(seed)
-    groups = np.repeat(np.arange(3), n // 3 + 1)[:n]
-    rates = rng.gamma(2.0, 1.0, size=(3, n_genes))
-    rna_x = rng.poisson(rates[groups]).astype(np.float32)
-    prot_rates = rng.gamma(2.0, 5.0, size=(3, n_other))
-    oth_x = rng.poisson(prot_rates[groups]).astype(np.float32)
-    obs = pd.DataFrame({"cell_type": pd.Categorical(groups.astype(str))},
-                       index=[f"c{i}" for i in range(n)])
-    rna = ad.AnnData(fmt(rna_x), obs=obs.copy(), var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
-    if kind == "protein":
-        names = [f"CD{i}" for i in range(n_other)]
-    else:
-        names = [f"chr1:{1000 * i}-{1000 * i + 500}" for i in range(n_other)]
-    other = ad.AnnData(fmt(oth_x), obs=obs.copy(), var=pd.DataFrame(index=names))
-    return rna, other
+from cellbridge.models.scmdcf._data import prepare_paired
 
 
 @pytest.mark.parametrize("fmt", [np.asarray, sp.csr_matrix, sp.csc_matrix])
-def test_shapes_scaling_and_inputs_untouched(fmt):
+def test_shapes_scaling_and_inputs_untouched(fmt, make_pair):
     rna, other = make_pair(fmt=fmt)
     before = (rna.X.copy(), other.X.copy())
     r, o = prepare_paired(rna, other)
@@ -47,7 +29,7 @@ def test_shapes_scaling_and_inputs_untouched(fmt):
     assert "scaled" not in rna.uns and rna.n_vars == 40
 
 
-def test_shuffled_cell_order_is_aligned():
+def test_shuffled_cell_order_is_aligned(make_pair):
     rna, other = make_pair()
     _, o0 = prepare_paired(rna, other)
     perm = np.random.default_rng(1).permutation(other.n_obs)
@@ -56,7 +38,7 @@ def test_shuffled_cell_order_is_aligned():
     np.testing.assert_allclose(o1.X, o0.X, atol=1e-6)
 
 
-def test_unpaired_cells_dropped_with_warning_and_too_few_error():
+def test_unpaired_cells_dropped_with_warning_and_too_few_error(make_pair):
     rna, other = make_pair()
     with pytest.warns(CellBridgeWarning, match="no partner"):
         r, o = prepare_paired(rna, other[5:].copy())
@@ -67,7 +49,7 @@ def test_unpaired_cells_dropped_with_warning_and_too_few_error():
         prepare_paired(rna, renamed)
 
 
-def test_cells_empty_in_either_modality_are_dropped_from_both():
+def test_cells_empty_in_either_modality_are_dropped_from_both(make_pair):
     rna, other = make_pair()
     rna.X[3] = 0
     other.X[7] = 0
@@ -77,7 +59,7 @@ def test_cells_empty_in_either_modality_are_dropped_from_both():
     assert "c3" not in r.obs_names and "c7" not in o.obs_names
 
 
-def test_all_zero_feature_columns_removed():
+def test_all_zero_feature_columns_removed(make_pair):
     rna, other = make_pair()
     rna.X[:, [0, 5]] = 0
     other.X[:, 2] = 0
@@ -86,21 +68,21 @@ def test_all_zero_feature_columns_removed():
     assert o.n_vars == 9 and np.isfinite(r.X).all()
 
 
-def test_top_n_features():
+def test_top_n_features(make_pair):
     rna, other = make_pair(n_genes=40)
     r, _ = prepare_paired(rna, other, n_top_rna=15)
     assert r.n_vars == 15
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_nan_inf_rejected(bad):
+def test_nan_inf_rejected(bad, make_pair):
     rna, other = make_pair()
     rna.X[0, 0] = bad
     with pytest.raises(CellBridgeInputError, match="NaN or infinite"):
         prepare_paired(rna, other)
 
 
-def test_non_integer_suggests_counts_layer_and_layer_works():
+def test_non_integer_suggests_counts_layer_and_layer_works(make_pair):
     rna, other = make_pair()
     rna.layers["counts"] = rna.X.copy()
     rna.X = np.log1p(rna.X)
@@ -110,7 +92,7 @@ def test_non_integer_suggests_counts_layer_and_layer_works():
     assert r.n_obs == 60
 
 
-def test_empty_duplicated_and_wrong_type():
+def test_empty_duplicated_and_wrong_type(make_pair):
     rna, other = make_pair()
     with pytest.raises(CellBridgeInputError, match="empty"):
         prepare_paired(rna[:, []].copy(), other)
@@ -122,18 +104,14 @@ def test_empty_duplicated_and_wrong_type():
         prepare_paired(rna, other.X)
 
 
-def test_modality_inference_and_lsi():
+def test_inferred_modality_and_lsi(make_pair):
     rna, atac = make_pair(n_other=30, kind="atac")
-    assert infer_modality(atac) == "atac"
-    assert infer_modality(make_pair()[1]) == "protein"
     _, o = prepare_paired(rna, atac, atac_representation="lsi", n_lsi=5)
+    assert o.uns["cellbridge_prepare"]["modality"] == "atac"  # inferred from the peak names
     assert o.shape == (60, 5) and o.uns["cellbridge_prepare"]["representation"] == "lsi"
-    big = ad.AnnData(np.ones((3, 600), dtype=np.float32), var=pd.DataFrame(index=[f"f{i}" for i in range(600)]))
-    with pytest.raises(CellBridgeInputError, match='modality="atac"'):
-        infer_modality(big)
 
 
-def test_mudata_input():
+def test_mudata_input(make_pair):
     rna, other = make_pair()
     r, o = prepare_paired(md.MuData({"rna": rna, "adt": other}))
     assert r.n_obs == o.n_obs == 60 and o.uns["cellbridge_prepare"]["modality"] == "protein"
@@ -149,7 +127,7 @@ def test_real_bmmc_multiome_counts_layer(shared_data):
     assert r.n_obs == o.n_obs and r.n_obs > 400 and np.isfinite(o.X).all()
 
 
-def test_rna_pca_representation():
+def test_rna_pca_representation(make_pair):
     rna, other = make_pair()
     r, _ = prepare_paired(rna, other, rna_representation="pca", n_pcs=5)
     assert r.shape == (60, 5) and r.X[:, 0].std() == pytest.approx(1.0, rel=1e-3)

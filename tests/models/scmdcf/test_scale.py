@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from test_paired_pp import make_pair
 
 import cellbridge as cb
-from cellbridge.models import scmdcf_module as M
-from cellbridge.models._scmdcf_data import PairedBatches, sparse_threshold
-from cellbridge.pp.paired import is_scaled_per_batch, prepare_paired, sparse_mean_std
+from cellbridge.models.scmdcf import _training as M
+from cellbridge.models.scmdcf import resolve_params
+from cellbridge.models.scmdcf._data import PairedBatches, is_scaled_per_batch, prepare_paired
 
 
-def _both(**kw):
+def _both(make_pair, **kw):
     rna, adt = make_pair(n=90, fmt=sp.csr_matrix)
     dense = prepare_paired(rna, adt, **kw)
     lazy = prepare_paired(rna, adt, sparse_above=0, **kw)
@@ -24,8 +23,8 @@ def _both(**kw):
 
 
 @pytest.mark.parametrize("clip", [None, 1.5])
-def test_sparse_batches_equal_dense_batches(clip):
-    dense, lazy = _both(clip=clip)
+def test_sparse_batches_equal_dense_batches(clip, make_pair):
+    dense, lazy = _both(make_pair, clip=clip)
     assert not is_scaled_per_batch(dense[0]) and is_scaled_per_batch(lazy[0])
     assert sp.issparse(lazy[0].X) and lazy[0].X.dtype == np.float32
     assert list(lazy[0].var_names) == list(dense[0].var_names)
@@ -42,26 +41,15 @@ def test_sparse_batches_equal_dense_batches(clip):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=0, atol=2e-5)
 
 
-def test_sparse_mean_std_matches_numpy():
-    X = sp.random(50, 7, density=0.3, format="csr", random_state=0, dtype=np.float32)
-    X[:, 3] = 0
-    mean, std = sparse_mean_std(X)
-    dense = X.toarray().astype(np.float64)
-    np.testing.assert_allclose(mean, dense.mean(0), rtol=1e-6)
-    expected = dense.std(0)
-    expected[expected == 0] = 1
-    np.testing.assert_allclose(std, expected, rtol=1e-6)
-
-
-def test_pca_representation_per_batch_matches_dense():
-    dense, lazy = _both(rna_representation="pca", n_pcs=5)
+def test_pca_representation_per_batch_matches_dense(make_pair):
+    dense, lazy = _both(make_pair, rna_representation="pca", n_pcs=5)
     np.testing.assert_allclose(lazy[0].X, dense[0].X, rtol=0, atol=1e-4)
 
 
-def test_threshold_follows_full_batch_switch():
+def test_threshold_follows_full_batch_switch(make_pair):
     rna, adt = make_pair(n=60)
-    assert sparse_threshold({"batch_size": None, "full_batch_max": 10}) is None
-    assert sparse_threshold({"batch_size": 256, "full_batch_max": 20000}) == 20000
+    assert resolve_params("reference", "protein", {"batch_size": None, "full_batch_max": 10}).sparse_threshold() is None
+    assert resolve_params("reference", "protein", {"batch_size": 256, "full_batch_max": 20000}).sparse_threshold() == 20000
     small = cb.scMDCF(rna, adt, n_clusters=3, accelerator="cpu")  # default preset, 60 <= 20,000: dense
     assert not sp.issparse(small.rna.X) and not small._source().is_sparse
     big = cb.scMDCF(rna, adt, n_clusters=3, accelerator="cpu", batch_size=16, full_batch_max=50)
@@ -72,7 +60,7 @@ def test_threshold_follows_full_batch_switch():
     np.testing.assert_allclose(z_sparse.numpy(), z_dense.numpy(), rtol=0, atol=1e-4)
 
 
-def test_sparse_training_deterministic_and_picklable():
+def test_sparse_training_deterministic_and_picklable(make_pair):
     rna, adt = make_pair(n=60)
     kw = {"n_clusters": 3, "accelerator": "cpu", "batch_size": 16, "full_batch_max": None, "dec_target": "fixed"}
     z = [cb.scMDCF(rna, adt, **kw).train(2, 2, progress=False).get_latent() for _ in range(2)]

@@ -1,4 +1,4 @@
-"""Data-parallel scMDCF (cellbridge.models.scmdcf_distributed) against single-process training.
+"""Data-parallel scMDCF (cellbridge.models.scmdcf._training) against single-process training.
 
 Tolerances. Same data, seed and initial weights; 250 cells in global batches of 63/63/62/62 cells,
 split 32/31 rows over two gloo processes (uneven on purpose: per-cell means are then re-weighted).
@@ -12,7 +12,7 @@ Both phases use Adadelta here (pre-training lr 0.1). With the preset's Adam at l
 at lr 1) the optimisation of this tiny problem is chaotic: any rounding difference, such as that
 between two thread counts in one process, grows ~100-fold per epoch, so trajectories cannot be
 compared; with Adam, Linear biases in front of a BatchNorm (gradient = rounding noise) also walk by
-up to lr per step (see tests/test_distributed.py). The gradients themselves agree to float rounding
+up to lr per step (see tests/models/biclum/test_training.py). The gradients themselves agree to float rounding
 for any optimiser: with Adam at lr 1e-5 the losses agree to 1e-7.
 """
 
@@ -24,7 +24,7 @@ import torch
 
 import cellbridge as cb
 from cellbridge import CellBridgeInputError
-from cellbridge.models.scmdcf_distributed import _check_split, train_distributed
+from cellbridge.models.scmdcf._training import _check_batches_cover_ranks
 
 EPOCHS = (3, 3)
 OPTIONS = {"n_clusters": 3, "accelerator": "cpu", "batch_size": 64, "full_batch_max": None, "n_top_rna": 50,
@@ -66,7 +66,7 @@ def single(data):
 def test_two_processes_match_one(data, single, tmp_path):
     model = _model(data)
     model.train(*EPOCHS, progress=False, world_size=2, init_method=f"file://{tmp_path / 'pg'}")
-    assert model.is_trained_ and model._train_cfg["world_size"] == 2
+    assert model.is_trained_ and model.train_summary_["world_size"] == 2
     _same_training(model, single)
 
 
@@ -94,16 +94,17 @@ def test_torchrun_environment_single_process_is_exact(data, monkeypatch, n_model
                        "MASTER_PORT": str(_free_port())}.items():
         monkeypatch.setenv(key, value)
     model = _model(data, **kw)
-    train_distributed(model, pretrain_epochs=2, finetune_epochs=2, progress=False)
+    assert model.train(2, 2, progress=False) is model  # world_size from the environment
     assert model.n_clusters_ == reference.n_clusters_ and model.n_clusters_source_.startswith("estimated")
     assert {h["member"] for h in model.history_} == set(range(n_models))
     _same_training(model, reference, exact=True)
+    assert model.train_summary_["world_size"] == 1
     assert not torch.distributed.is_initialized()
 
 
 def test_rejects_batches_smaller_than_world_size(data):
     with pytest.raises(CellBridgeInputError, match="fewer than world_size"):
         _model(data, batch_size=2).train(1, 1, progress=False, world_size=3)
-    _check_split(250, None, 2)
+    _check_batches_cover_ranks(250, None, 2)
     with pytest.raises(CellBridgeInputError, match="world_size > 1"):
         _model(data).train(1, 1, progress=False, backend="gloo")

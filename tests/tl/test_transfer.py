@@ -1,0 +1,56 @@
+"""Label transfer (cellbridge.tl.transfer)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import cellbridge as cb
+from cellbridge import CellBridgeInputError
+from cellbridge.tl import transfer_labels
+
+
+def _blobs(sizes=(50, 40, 30), dim: int = 4, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    centers = rng.normal(size=(len(sizes), dim)) * 30
+    return centers[labels] + rng.normal(size=(labels.size, dim)), labels
+
+
+def test_public_api():
+    assert cb.tl.transfer_labels is transfer_labels
+
+
+def test_transfer_labels_separated_clusters():
+    X, labels = _blobs()
+    names = np.array(["B", "T", "NK"], dtype=object)[labels]
+    Y, _ = _blobs(seed=0)
+    pred, conf = transfer_labels(X, pd.Series(names), Y + 0.5, k=5)
+    assert list(pred) == list(names)
+    assert np.all(conf == 1.0)
+
+
+def test_transfer_labels_majority_and_tie_by_hand():
+    ref = np.array([[0.0], [1.0], [2.0], [3.0]])
+    labels = ["A", "B", "B", "A"]
+    # query 1.6, k=3: neighbours 2 (B, .4), 1 (B, .6), 3 (A, 1.4) -> B with 2/3
+    pred, conf = transfer_labels(ref, labels, np.array([[1.6]]), k=3)
+    assert pred[0] == "B" and conf[0] == pytest.approx(2 / 3)
+    # query 0.4, k=2: neighbours 0 (A, .4) and 1 (B, .6) tie -> the nearest one wins
+    pred, conf = transfer_labels(ref, labels, np.array([[0.4]]), k=2)
+    assert pred[0] == "A" and conf[0] == 0.5
+
+
+def test_transfer_labels_caps_k_and_keeps_label_values():
+    pred, conf = transfer_labels(np.zeros((2, 2)), [7, 7], np.ones((3, 2)), k=10)
+    assert list(pred) == [7, 7, 7] and np.all(conf == 1.0)
+
+
+def test_transfer_labels_errors():
+    with pytest.raises(CellBridgeInputError, match="dimensions"):
+        transfer_labels(np.zeros((3, 2)), ["a"] * 3, np.zeros((1, 3)))
+    with pytest.raises(CellBridgeInputError, match="missing"):
+        transfer_labels(np.zeros((3, 2)), ["a", None, "b"], np.zeros((1, 2)))
+    with pytest.raises(CellBridgeInputError, match="one label per"):
+        transfer_labels(np.zeros((3, 2)), ["a"], np.zeros((1, 2)))
