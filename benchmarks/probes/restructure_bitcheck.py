@@ -4,7 +4,13 @@ Runs seeded CPU trainings of BiCLUM and scMDCF through the public API only, so t
 on the commit before the restructure and on any later one, and saves every output array::
 
     python benchmarks/probes/restructure_bitcheck.py run OUT.npz      # on each commit
-    python benchmarks/probes/restructure_bitcheck.py compare A.npz B.npz
+    python benchmarks/probes/restructure_bitcheck.py compare A.npz B.npz [REPORT.md]
+
+To run it on the commit before the restructure (046fc9c), check that commit out in a worktree and
+put its ``src`` first on ``PYTHONPATH`` (the script itself only uses the public API)::
+
+    git worktree add /tmp/base 046fc9c
+    PYTHONPATH=/tmp/base/src python benchmarks/probes/restructure_bitcheck.py run base.npz
 
 Cases: TEA-seq (RNA + ADT) and a seeded 3,000-cell subsample of mop_snare (RNA + gene activity
 from peaks; RNA + peaks for scMDCF); BiCLUM default and reference presets, scMDCF default with the
@@ -29,7 +35,7 @@ import torch  # noqa: E402
 import cellbridge as cb  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import DATA  # noqa: E402
+from _common import DATA, provenance, provenance_header  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -74,20 +80,24 @@ def run(out: str) -> None:
     np.savez(out, **arrays)
 
 
-def compare(a: str, b: str) -> int:
+def compare(a: str, b: str, report: str | None = None) -> int:
     x, y = np.load(a), np.load(b)
-    bad = 0
+    bad, lines = 0, []
     for key in sorted(set(x.files) | set(y.files)):
         if key not in x.files or key not in y.files:
-            print(f"MISSING  {key}")
+            lines.append(f"MISSING  {key}")
             bad += 1
         elif x[key].shape != y[key].shape or not np.array_equal(x[key], y[key]):
             diff = np.abs(x[key].astype(float) - y[key].astype(float)).max() if x[key].shape == y[key].shape else "shape"
-            print(f"DIFFERS  {key}  max |diff| {diff}")
+            lines.append(f"DIFFERS  {key}  max |diff| {diff}")
             bad += 1
         else:
-            print(f"same     {key}  {x[key].shape}")
-    print(f"{len(x.files) - bad} of {len(x.files)} arrays bit-identical")
+            lines.append(f"same     {key}  {x[key].shape}")
+    lines.append(f"{len(x.files) - bad} of {len(x.files)} arrays bit-identical")
+    print("\n".join(lines))
+    if report:
+        Path(report).write_text(provenance_header(provenance()) + f"\nCompared `{a}` (before) with `{b}` (after).\n\n```\n"
+                                + "\n".join(lines) + "\n```\n")
     return 1 if bad else 0
 
 
@@ -95,4 +105,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "run":
         run(sys.argv[2])
     else:
-        sys.exit(compare(sys.argv[2], sys.argv[3]))
+        sys.exit(compare(*sys.argv[2:5]))
