@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -37,6 +36,28 @@ def simulate_multiome(
     or within 2 kb upstream of its TSS, so gene activity computed from the peaks tracks the gene's
     expression. Cell types differ by a sparse set of up-regulated gene programs; proteins follow
     the expression of their encoding gene.
+
+    Parameters
+    ----------
+    n_cells
+        Number of cells (at least ``n_types``).
+    n_types
+        Number of cell types (at least 2), drawn uniformly per cell.
+    n_genes
+        Number of genes (at least 20: the first ones encode the 20 proteins of the ADT panel).
+    peaks_per_gene
+        Peaks linked to each gene (in its body or up to 2 kb upstream of its TSS).
+    n_background_peaks
+        Additional peaks far from any gene.
+    rna_depth
+        Mean RNA counts per cell.
+    atac_depth
+        Mean ATAC counts per cell before each peak's count is capped at 4.
+    seed
+        Random seed; the same seed gives the same data.
+    chunk
+        Cells simulated at a time (bounds the memory of the dense intermediates); the counts drawn
+        for a given ``seed`` depend on it.
 
     Returns
     -------

@@ -45,6 +45,18 @@ def read(path: str | os.PathLike, *, backed: bool = False) -> ad.AnnData:
 
 
 def read_mudata(path: str | os.PathLike) -> md.MuData:
+    """Read a MuData ``.h5mu`` file (e.g. RNA with ``"atac"`` or ``"adt"``).
+
+    Parameters
+    ----------
+    path
+        The ``.h5mu`` file.
+
+    Returns
+    -------
+    mudata.MuData
+        The multimodal data, read into memory.
+    """
     return md.read_h5mu(Path(path))
 
 
@@ -53,6 +65,18 @@ def read_scmdc_h5(path: str | os.PathLike) -> tuple[ad.AnnData, ad.AnnData]:
 
     Each modality is read from its own dataset (the reference reader loaded ``X1`` twice,
     defect E1). Cells and features get generated names; labels go to ``obs["label"]``.
+
+    Parameters
+    ----------
+    path
+        The HDF5 file, with datasets ``X1`` and ``X2`` (cells x features, as many cells) and
+        optionally ``Y``.
+
+    Returns
+    -------
+    tuple of anndata.AnnData
+        ``(rna, other)``: sparse float32 counts, cells named ``cell0``, ``cell1``, ..., features
+        ``gene0``, ... and ``feature0``, ...; ``obs["label"]`` (categorical) when ``Y`` exists.
     """
     with h5py.File(path, "r") as fh:
         missing = [k for k in ("X1", "X2") if k not in fh]
@@ -74,15 +98,60 @@ def read_scmdc_h5(path: str | os.PathLike) -> tuple[ad.AnnData, ad.AnnData]:
 
 
 def write_text(text: str, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write ``text`` to ``path`` atomically; refuse to replace an existing file unless asked."""
+    """Write ``text`` to ``path`` atomically; refuse to replace an existing file unless asked.
+
+    Parameters
+    ----------
+    text
+        The text to write.
+    path
+        Destination file; missing parent folders are created.
+    overwrite
+        Replace an existing file (otherwise :class:`FileExistsError`).
+
+    Returns
+    -------
+    pathlib.Path
+        The file written (``path`` as a :class:`pathlib.Path`).
+    """
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text), overwrite=overwrite)
 
 
 def write_h5ad(adata: ad.AnnData, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write ``adata`` to ``path`` atomically; refuse to replace an existing file unless asked."""
+    """Write ``adata`` to ``path`` atomically; refuse to replace an existing file unless asked.
+
+    Parameters
+    ----------
+    adata
+        The AnnData to write as ``.h5ad``.
+    path
+        Destination file; missing parent folders are created.
+    overwrite
+        Replace an existing file (otherwise :class:`FileExistsError`).
+
+    Returns
+    -------
+    pathlib.Path
+        The file written (``path`` as a :class:`pathlib.Path`).
+    """
     return atomic_write(path, adata.write_h5ad, overwrite=overwrite)
 
 
 def write_h5mu(mdata: md.MuData, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write ``mdata`` to ``path`` atomically; refuse to replace an existing file unless asked."""
+    """Write ``mdata`` to ``path`` atomically; refuse to replace an existing file unless asked.
+
+    Parameters
+    ----------
+    mdata
+        The MuData to write as ``.h5mu``.
+    path
+        Destination file; missing parent folders are created.
+    overwrite
+        Replace an existing file (otherwise :class:`FileExistsError`).
+
+    Returns
+    -------
+    pathlib.Path
+        The file written (``path`` as a :class:`pathlib.Path`).
+    """
     return atomic_write(path, lambda tmp: md.write_h5mu(tmp, mdata), overwrite=overwrite)

@@ -74,6 +74,12 @@ def _labels(labels, n: int, name: str) -> np.ndarray:
     return codes
 
 
+def _embedding_and_labels(emb, labels) -> tuple[np.ndarray, np.ndarray]:
+    """A validated embedding of at least 2 cells and the integer codes of one label per cell."""
+    X = as_embedding(emb, min_rows=2)
+    return X, _labels(labels, X.shape[0], "labels")
+
+
 def _joint_codes(labels_a, labels_b, n_a: int, n_b: int) -> np.ndarray:
     """Codes of both modalities' labels in one shared vocabulary."""
     a = np.asarray(labels_a.values if isinstance(labels_a, pd.Series) else labels_a, dtype=object)
@@ -126,8 +132,7 @@ def graph_connectivity(emb, labels, *, n_neighbors: int = 15, graph: sp.spmatrix
     float
         Mean over cell types, in (0, 1].
     """
-    X = as_embedding(emb, min_rows=2)
-    codes = _labels(labels, X.shape[0], "labels")
+    X, codes = _embedding_and_labels(emb, labels)
     graph = graph_from_neighbors(*knn_indices(X, n_neighbors)) if graph is None else graph
     scores = []
     for code in np.unique(codes):
@@ -297,8 +302,7 @@ def mean_average_precision(emb, labels, *, neighbor_frac: float = 0.01,
     float
         In [0, 1].
     """
-    X = as_embedding(emb, min_rows=2)
-    codes = _labels(labels, X.shape[0], "labels")
+    X, codes = _embedding_and_labels(emb, labels)
     k = map_neighbors(X.shape[0], neighbor_frac)
     nn = knn_indices(X, k)[1] if neighbors is None else neighbors[:, :k]
     hits = codes[nn] == codes[:, None]
@@ -381,8 +385,7 @@ def leiden_nmi(
     float
         In [0, 1].
     """
-    X = as_embedding(emb, min_rows=2)
-    codes = _labels(labels, X.shape[0], "labels")
+    X, codes = _embedding_and_labels(emb, labels)
     if len(resolutions) == 0:
         raise CellBridgeInputError("`resolutions` is empty; pass at least one Leiden resolution.")
     graph = graph_from_neighbors(*knn_indices(X, n_neighbors)) if graph is None else graph

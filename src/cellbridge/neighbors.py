@@ -47,6 +47,35 @@ def knn(
     searching the ``nprobe`` lists nearest to each query exactly; ``"auto"`` is exact while both
     sides have at most ``EXACT_KNN_MAX_CELLS`` rows and ``ann`` above. Rows with fewer than ``k``
     neighbours found (possible with ``"ivf"``) are padded with -1.
+
+    Parameters
+    ----------
+    reference
+        Rows searched (cells x dimensions).
+    query
+        Rows whose neighbours are looked for (cells x dimensions, as many columns as
+        ``reference``).
+    k
+        Neighbours per query row (at most the number of ``reference`` rows).
+    method
+        ``"auto"``, ``"exact"``, ``"hnsw"`` or ``"ivf"`` (see above).
+    ann
+        The approximate method ``"auto"`` uses above ``EXACT_KNN_MAX_CELLS`` rows: ``"hnsw"``
+        or ``"ivf"``.
+    seed
+        Random seed of the hnswlib graph or of the faiss k-means.
+    n_threads
+        Threads for the search (-1: all cores).
+    ef
+        hnswlib search candidates (None: ``max(50, k)``).
+    nprobe
+        faiss-IVF lists searched per query.
+
+    Returns
+    -------
+    numpy.ndarray
+        Integer indices into ``reference``, ``query`` rows x ``k``, nearest first (-1: none
+        found).
     """
     k = min(k, reference.shape[0])
     if method == "auto":
@@ -62,7 +91,23 @@ def knn(
 
 
 def hnsw_index(reference: np.ndarray, seed: int = 0, n_threads: int = -1):
-    """An hnswlib cosine index of the rows of ``reference`` (M=32, ef_construction=200)."""
+    """An hnswlib cosine index of the rows of ``reference`` (M=32, ef_construction=200).
+
+    Parameters
+    ----------
+    reference
+        Rows to index (cells x dimensions).
+    seed
+        Random seed of the graph construction.
+    n_threads
+        Threads for the insertion (-1: all cores; only one thread gives the same graph for a
+        seed every time).
+
+    Returns
+    -------
+    hnswlib.Index
+        The index, to search with :func:`hnsw_query`.
+    """
     import hnswlib
 
     index = hnswlib.Index(space="cosine", dim=reference.shape[1])
@@ -72,7 +117,26 @@ def hnsw_index(reference: np.ndarray, seed: int = 0, n_threads: int = -1):
 
 
 def hnsw_query(index, query: np.ndarray, k: int, ef: int | None = None, n_threads: int = -1) -> np.ndarray:
-    """``k`` nearest indexed rows of each query row, searching ``ef`` (None: ``max(50, k)``) candidates."""
+    """``k`` nearest indexed rows of each query row, searching ``ef`` (None: ``max(50, k)``) candidates.
+
+    Parameters
+    ----------
+    index
+        An index from :func:`hnsw_index`.
+    query
+        Rows whose neighbours are looked for (cells x dimensions).
+    k
+        Neighbours per query row.
+    ef
+        Search candidates (at least ``k``; None: ``max(50, k)``).
+    n_threads
+        Threads for the search (-1: all cores).
+
+    Returns
+    -------
+    numpy.ndarray
+        Integer indices of the indexed rows, ``query`` rows x ``k``, nearest first.
+    """
     index.set_ef(max(ef or 50, k))
     labels, _ = index.knn_query(np.ascontiguousarray(query, dtype=np.float32), k=k, num_threads=n_threads)
     return labels.astype(np.int64)
@@ -84,6 +148,22 @@ def ivf_index(reference: np.ndarray, seed: int = 0, list_size: int = IVF_LIST_SI
     The rows are split by k-means into ``len(reference) // list_size`` lists (faiss fits it on at
     most 256 rows per list, seeded by ``seed``), so the rows scanned per query stay constant as the
     reference grows; choosing a query's lists costs ``lists x dims``, which does grow.
+
+    Parameters
+    ----------
+    reference
+        Rows to index (cells x dimensions).
+    seed
+        Random seed of the k-means that forms the lists.
+    list_size
+        Rows per list on average.
+    n_threads
+        faiss (OpenMP) threads (-1 or 0: all cores).
+
+    Returns
+    -------
+    faiss.IndexIVFFlat
+        The trained index holding all rows, to search with :func:`ivf_query`.
     """
     import faiss
 
@@ -98,7 +178,27 @@ def ivf_index(reference: np.ndarray, seed: int = 0, list_size: int = IVF_LIST_SI
 
 
 def ivf_query(index, query: np.ndarray, k: int, nprobe: int = 8, n_threads: int = -1) -> np.ndarray:
-    """``k`` nearest indexed rows of each query row among the ``nprobe`` nearest lists (-1: none found)."""
+    """``k`` nearest indexed rows of each query row among the ``nprobe`` nearest lists (-1: none found).
+
+    Parameters
+    ----------
+    index
+        An index from :func:`ivf_index`.
+    query
+        Rows whose neighbours are looked for (cells x dimensions).
+    k
+        Neighbours per query row.
+    nprobe
+        Lists searched per query (at most the index's number of lists).
+    n_threads
+        faiss (OpenMP) threads (-1 or 0: all cores).
+
+    Returns
+    -------
+    numpy.ndarray
+        Integer indices of the indexed rows, ``query`` rows x ``k``, nearest first; -1 where
+        fewer than ``k`` were found.
+    """
     _faiss_threads(n_threads)
     index.nprobe = min(nprobe, index.nlist)
     _, labels = index.search(_unit_rows(query), k)
@@ -133,6 +233,30 @@ def mnn_pairs(
     Returns an ``(n_pairs, 2)`` array of ``(row of a, row of b)``: ``i`` and ``j`` are a pair when
     ``j`` is among the ``k`` nearest rows of ``b`` to ``a[i]`` and ``i`` among the ``k`` nearest rows
     of ``a`` to ``b[j]``. ``method``, ``ann``, ``ef`` and ``nprobe`` are passed to :func:`knn`.
+
+    Parameters
+    ----------
+    a
+        First set of rows (cells x features).
+    b
+        Second set of rows, with the same features (columns) as ``a``.
+    k
+        Neighbours searched on each side.
+    method
+        Search method of :func:`knn`: ``"auto"``, ``"exact"``, ``"hnsw"`` or ``"ivf"``.
+    ann
+        The approximate method ``"auto"`` uses on large inputs (see :func:`knn`).
+    seed
+        Random seed of the approximate search.
+    ef
+        hnswlib search candidates (see :func:`knn`).
+    nprobe
+        faiss-IVF lists searched per query (see :func:`knn`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_pairs, 2)`` integer array of ``(row of a, row of b)``, sorted.
     """
     if a.shape[1] != b.shape[1]:
         raise CellBridgeInputError(
@@ -142,9 +266,46 @@ def mnn_pairs(
     return mutual_pairs(knn(b, a, k, **options), knn(a, b, k, **options))
 
 
+def smooth_over_neighbors(X: np.ndarray, neighbors: np.ndarray, self_weight: float) -> np.ndarray:
+    """``self_weight * X + (1 - self_weight) * mean of X over each row's neighbours``.
+
+    MaxFuse-style fuzzy smoothing of few, noisy linked features before cross-modal matching.
+    ``neighbors`` holds row indices (rows x k) of the same matrix, e.g. from :func:`knn`.
+
+    Parameters
+    ----------
+    X
+        Rows x features matrix to smooth.
+    neighbors
+        Integer row indices of each row's neighbours in ``X`` (rows x k).
+    self_weight
+        Weight of the row itself, in [0, 1]; the neighbours' mean gets ``1 - self_weight``.
+
+    Returns
+    -------
+    numpy.ndarray
+        The smoothed matrix (float32), the shape of ``X``.
+    """
+    X = np.asarray(X, dtype=np.float32)
+    return (self_weight * X + (1.0 - self_weight) * X[neighbors].mean(axis=1)).astype(np.float32)
+
+
 def mutual_pairs(a_to_b: np.ndarray, b_to_a: np.ndarray) -> np.ndarray:
     """``(row of a, row of b)`` pairs, sorted, found in both neighbour lists: ``a_to_b[i]`` holds
-    rows of ``b`` near ``a[i]``, ``b_to_a[j]`` rows of ``a`` near ``b[j]`` (-1 entries ignored)."""
+    rows of ``b`` near ``a[i]``, ``b_to_a[j]`` rows of ``a`` near ``b[j]`` (-1 entries ignored).
+
+    Parameters
+    ----------
+    a_to_b
+        Integer indices of rows of ``b`` near each row of ``a`` (rows of a x k).
+    b_to_a
+        Integer indices of rows of ``a`` near each row of ``b`` (rows of b x k).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_pairs, 2)`` integer array of mutual ``(row of a, row of b)`` pairs, sorted.
+    """
     graph = _as_graph(a_to_b, len(b_to_a)).multiply(_as_graph(b_to_a, len(a_to_b)).T).tocoo()
     pairs = np.column_stack([graph.row, graph.col]).astype(np.int64)
     logger.info(
@@ -155,7 +316,20 @@ def mutual_pairs(a_to_b: np.ndarray, b_to_a: np.ndarray) -> np.ndarray:
 
 
 def recall_at_k(exact: np.ndarray, approx: np.ndarray) -> float:
-    """Mean fraction of each row's exact neighbours (``exact``, rows x k) found in ``approx``."""
+    """Mean fraction of each row's exact neighbours (``exact``, rows x k) found in ``approx``.
+
+    Parameters
+    ----------
+    exact
+        Exact neighbour indices (rows x k).
+    approx
+        Approximate neighbour indices of the same rows.
+
+    Returns
+    -------
+    float
+        Recall in [0, 1].
+    """
     k = exact.shape[1]
     return float(np.mean([len(set(e) & set(h)) / k for e, h in zip(exact, approx)]))
 
@@ -176,6 +350,18 @@ def knn_indices(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     scikit-learn's rule for the training points: ``k + 1`` neighbours are searched and the row
     itself removed; with duplicated points, when the row is not among them the nearest hit is
     dropped instead.
+
+    Parameters
+    ----------
+    X
+        Cells x dimensions array (at least 2 rows).
+    k
+        Neighbours per row (at most the number of rows minus one).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(dist, idx)``: Euclidean distances and integer indices, rows x k, nearest first.
     """
     n = X.shape[0]
     k = min(k, n - 1)
@@ -228,7 +414,23 @@ def knn_graph(emb, *, n_neighbors: int = 15, weights: Literal["umap", "binary"] 
 
 def graph_from_neighbors(dist: np.ndarray, idx: np.ndarray, *, weights: Literal["umap", "binary"] = "umap"
                          ) -> sp.csr_matrix:
-    """The graph of :func:`knn_graph` from already computed neighbours (:func:`knn_indices`)."""
+    """The graph of :func:`knn_graph` from already computed neighbours (:func:`knn_indices`).
+
+    Parameters
+    ----------
+    dist
+        Distances to each cell's neighbours, nearest first (cells x k).
+    idx
+        Integer indices of each cell's neighbours, the cell itself excluded (cells x k).
+    weights
+        ``"umap"``: UMAP fuzzy-union connectivities in (0, 1]; ``"binary"``: 1 for every pair of
+        cells of which one is among the other's neighbours.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        Symmetric cells x cells connectivities.
+    """
     n, k = idx.shape
     rows = np.repeat(np.arange(n), k)
     if weights == "binary":  # rows in neighbour order, as scikit-learn's kneighbors_graph

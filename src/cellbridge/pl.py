@@ -24,7 +24,7 @@ __all__ = ["embedding", "training_history", "umap_coordinates"]
 def umap_coordinates(emb: np.ndarray, *, n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
     """2-D UMAP coordinates of an embedding; 2-D input is returned unchanged.
 
-    The neighbour graph comes from :func:`cellbridge.tl.knn_graph` (the same UMAP fuzzy weights
+    The neighbour graph comes from :func:`cellbridge.neighbors.knn_graph` (the same UMAP fuzzy weights
     as ``scanpy.pp.neighbors``, without its numba compilation); the layout from ``scanpy.tl.umap``.
 
     Parameters
@@ -50,7 +50,7 @@ def umap_coordinates(emb: np.ndarray, *, n_neighbors: int = 15, seed: int = 0) -
         return np.pad(emb, ((0, 0), (0, 2 - emb.shape[1])))
     import scanpy as sc
 
-    from .tl.clustering import knn_graph
+    from .neighbors import knn_graph
 
     n = emb.shape[0]
     k = min(n_neighbors, n - 1)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .._errors import CellBridgeInputError, CellBridgeWarning
 from .._utils import atomic_write, open_maybe_gzip
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cellbridge")
 
 COLUMNS = ["gene_name", "gene_id", "chrom", "start", "end", "strand", "biotype"]
 

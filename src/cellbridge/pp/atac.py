@@ -30,7 +30,7 @@ from .annotation import (
 )
 from .fragments import SegmentIndex, global_coords, stream_fragments
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cellbridge")
 
 METHODS = ("signac", "promoter", "archr")
 

@@ -30,7 +30,7 @@ from .._errors import CellBridgeInputError
 from .._utils import open_maybe_gzip
 from .annotation import reconcile_chromosomes
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cellbridge")
 
 CHROM_OFFSET = np.int64(1) << 32  # global coordinate = chromosome code * 2**32 + position
 BIN_BITS = 12  # 4 kb bins for the coarse position -> segment lookup

@@ -30,6 +30,22 @@ def infer_modality(other: ad.AnnData) -> Modality:
 
     Peaks are recognised by names such as ``chr1:100-200``, ``chr1-100-200`` or
     ``chr1_100_200``; otherwise a panel of at most 500 features is taken as proteins.
+
+    Parameters
+    ----------
+    other
+        The second modality's AnnData (cells x features); its first 2,000 ``var_names`` are
+        inspected.
+
+    Returns
+    -------
+    str
+        ``"atac"`` or ``"protein"``.
+
+    Raises
+    ------
+    CellBridgeInputError
+        When the features are neither peak-like names nor a panel of at most 500 features.
     """
     names = pd.Index(other.var_names[: min(other.n_vars, 2000)]).astype(str)
     if len(names) and np.mean([bool(_PEAK_RE.match(n)) for n in names]) > 0.5:
@@ -43,7 +59,23 @@ def infer_modality(other: ad.AnnData) -> Modality:
 
 
 def split_mudata(mdata, other) -> tuple[ad.AnnData, ad.AnnData, str | None]:
-    """Return ``(rna, other, modality_hint)`` from a MuData (or pass AnnData pairs through)."""
+    """Return ``(rna, other, modality_hint)`` from a MuData (or pass AnnData pairs through).
+
+    Parameters
+    ----------
+    mdata
+        A MuData with an ``"rna"`` modality and exactly one of ``"atac"``, ``"peaks"``,
+        ``"adt"``, ``"prot"``, ``"protein"``; or the RNA AnnData of a pair.
+    other
+        The second modality's AnnData when ``mdata`` is an AnnData; must be None when
+        ``mdata`` is a MuData.
+
+    Returns
+    -------
+    tuple
+        ``(rna, other, modality_hint)``: the two AnnData objects and the modality the MuData
+        key names (``"atac"`` or ``"protein"``), or None for an AnnData pair.
+    """
     if not hasattr(mdata, "mod"):
         if other is None:
             raise CellBridgeInputError(
@@ -66,7 +98,26 @@ def split_mudata(mdata, other) -> tuple[ad.AnnData, ad.AnnData, str | None]:
 def align_cells(
     rna: ad.AnnData, other: ad.AnnData, *, min_cells_shared: int = 10
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of the shared cells in ``rna`` and ``other`` (in ``rna``'s order)."""
+    """Positions of the shared cells in ``rna`` and ``other`` (in ``rna``'s order).
+
+    Cells are matched by ``obs_names``; a :class:`CellBridgeWarning` reports cells without a
+    partner, which are dropped.
+
+    Parameters
+    ----------
+    rna
+        The RNA AnnData.
+    other
+        The second modality's AnnData (ATAC or ADT) of the same cells.
+    min_cells_shared
+        Raise :class:`CellBridgeInputError` when fewer cell names are shared.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(rna_idx, other_idx)``: integer positions of the shared cells in ``rna`` and in
+        ``other``, both in ``rna``'s order.
+    """
     shared = rna.obs_names[rna.obs_names.isin(other.obs_names)]
     if len(shared) < min_cells_shared:
         raise CellBridgeInputError(

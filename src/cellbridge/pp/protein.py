@@ -30,7 +30,7 @@ from ._matrix import clr_matrix
 
 __all__ = ["protein_to_gene", "clr", "builtin_protein_table", "is_isotype_control"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cellbridge")
 
 TableLike = str | PathLike | pd.DataFrame | Mapping[str, str]
 

@@ -10,9 +10,9 @@ import scipy.sparse as sp
 from .._errors import CellBridgeInputError
 from .._utils import sample_or_all
 from .._validate import as_embedding
-from ..neighbors import knn_graph
+from ..neighbors import knn_graph  # noqa: F401  (the graph of leiden)
 
-__all__ = ["knn_graph", "leiden", "kmeans", "estimate_n_clusters", "consensus_clusters"]
+__all__ = ["leiden", "kmeans", "estimate_n_clusters", "consensus_clusters"]
 
 #: Above this many cells :func:`consensus_clusters` builds its tree on a sample (memory ~ n²).
 CONSENSUS_MAX_CELLS = 10_000

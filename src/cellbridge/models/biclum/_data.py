@@ -16,8 +16,9 @@ from sklearn.decomposition import PCA
 from ..._errors import CellBridgeInputError
 from ..._utils import subsample_rows
 from ..._validate import check_modality, is_integer_matrix
-from ...neighbors import mnn_pairs
+from ...neighbors import knn, mnn_pairs, smooth_over_neighbors
 from ...pp._matrix import (
+    cca,
     clr_normalize,
     column_mean_std,
     highly_variable,
@@ -279,13 +280,33 @@ def _fit_modality(X_counts, features: list[str], kind: str, n_pcs: int, seed: in
 
 def cell_pairs(data: UnpairedData, params: BiCLUMParams, seed: int) -> np.ndarray:
     """MNN pairs ``(other cell, rna cell)`` on the scaled shared features (reference) or on their
-    joint PCA (``mnn_rep="pca"``)."""
+    joint PCA (``mnn_rep="pca"``), optionally smoothed first over each modality's own kNN graph
+    (``mnn_smooth`` neighbours in the cell-encoder PCA, ``mnn_smooth_weight`` kept of the cell itself).
+
+    With ``pair_refine`` > 0 the pairs are refined that many times: a CCA between the paired cells'
+    cell-encoder PCAs (``cca_dims`` components) puts every cell of both modalities in one space that
+    uses all features, not only the linked ones, and MNN pairs are searched again there.
+    """
     if params.mnn_rep == "pca":
         a, b = data.shared_pca(params.mnn_dims, seed=seed)
     else:
         a, b = data.shared_views()
-    return mnn_pairs(a, b, k=params.k_mnn, ann=params.mnn_ann, seed=seed, ef=params.hnsw_ef,
-                     nprobe=params.ivf_nprobe)
+    search = dict(k=params.k_mnn, ann=params.mnn_ann, seed=seed, ef=params.hnsw_ef, nprobe=params.ivf_nprobe)
+    own = [data.other.pca, data.rna.pca]
+    neighbours = [knn(x, x, params.mnn_smooth, ann=params.mnn_ann, seed=seed) for x in own] \
+        if params.mnn_smooth > 0 else None
+
+    def smooth(x: np.ndarray, m: int) -> np.ndarray:
+        return x if neighbours is None else smooth_over_neighbors(x, neighbours[m], params.mnn_smooth_weight)
+
+    pairs = mnn_pairs(smooth(a, 0), smooth(b, 1), **search)
+    for _ in range(params.pair_refine):  # CCA of the paired cells' full PCAs, then MNN in its space
+        if len(pairs) <= params.cca_dims:
+            break
+        (wa, ma), (wb, mb), _ = cca(own[0][pairs[:, 0]], own[1][pairs[:, 1]], params.cca_dims)
+        pairs = mnn_pairs(smooth(((own[0] - ma) @ wa).astype(np.float32), 0),
+                          smooth(((own[1] - mb) @ wb).astype(np.float32), 1), **search)
+    return pairs
 
 
 def feature_profiles(data: UnpairedData, params: BiCLUMParams, seed: int) -> list[np.ndarray]:

@@ -59,6 +59,12 @@ class BiCLUM:
         a feature batch per step, feature profiles over 1024 metacells, at most 150 epochs.
     n_top_genes, n_pcs
         HVGs per modality (union used) and PCA size of the cell-encoder input.
+    layer_rna, layer_other
+        Layers of ``rna`` / ``other`` holding the raw values (None: ``.X``).
+    protein_map
+        ``modality="protein"``: a protein -> gene table (TSV/CSV path, DataFrame or dict with
+        columns ``protein`` and ``gene``) whose entries override the built-in one (see
+        :func:`cellbridge.pp.protein_to_gene`); None: the built-in table only.
     seed
         Seeds python, numpy and torch; CPU training is deterministic.
     accelerator
@@ -69,7 +75,11 @@ class BiCLUM:
         ``mnn_ann`` (approximate MNN search above 20,000 cells: ``"hnsw"``, hnswlib as the
         reference, or ``"ivf"``, a faiss inverted file whose time grows linearly), ``hnsw_ef``
         (hnswlib search width; None: ``max(50, k_mnn)``), ``ivf_nprobe`` (inverted lists searched
-        per cell), ``similarity`` (``"dot"``/``"cosine"``), ``feature_mode``
+        per cell), ``mnn_smooth`` (neighbours, in each modality's own PCA, over which the linked
+        features are averaged before the MNN search, MaxFuse-style; 0: off), ``mnn_smooth_weight``
+        (weight kept by the cell itself), ``pair_refine`` (rounds of refinement: a CCA between the
+        paired cells' full PCAs, then MNN pairs searched again in its ``cca_dims`` components),
+        ``similarity`` (``"dot"``/``"cosine"``), ``feature_mode``
         (``"exact"``/``"sampled"``), ``profile`` (``"cells"``/``"subsample"``/``"metacells"``),
         ``n_profile``, ``feature_batch``, ``lr``, ``weight_decay``, ``batch_size``, ``max_epochs``,
         ``patience``, ``gamma``, ``precision`` (``"32"`` or ``"bf16-mixed"``: bfloat16 autocast
@@ -209,6 +219,25 @@ class BiCLUM:
         ``adata`` may be a training modality or new cells (query mapping: the training
         normalisation, scaling and PCA are applied; features missing from ``adata`` count as 0).
         With ``adata=None``, ``modality`` (``"rna"``/``"other"``) selects the training cells.
+
+        Parameters
+        ----------
+        adata
+            Cells to embed: the training ``rna`` or ``other`` object, or new cells of either
+            modality. None: the training cells of ``modality`` (needs a model that holds its
+            training data, not one loaded from disk).
+        modality
+            ``"rna"`` or ``"other"`` (also the modality's name, e.g. ``"atac"``/``"adt"``): which
+            encoder to use. None: inferred when ``adata`` is the training ``rna`` or ``other``
+            object itself.
+        layer
+            Layer of ``adata`` holding the raw values (None: ``.X``); not used with
+            ``adata=None``.
+
+        Returns
+        -------
+        numpy.ndarray
+            Cells x ``n_latent`` embedding, rows in the order of ``adata``'s cells.
         """
         if adata is None:
             k = RNA if modality == "rna" else OTHER if modality in ("other", self.modality) else None
@@ -255,7 +284,19 @@ class BiCLUM:
 
     def to_mudata(self, key_added: str = "biclum"):
         """Copies of both modalities with ``obsm[f"X_{key_added}"]``, ``varm[f"X_{key_added}"]`` (NaN
-        for non-model features), and ``uns[key_added]`` (history, parameters, pair counts)."""
+        for non-model features), and ``uns[key_added]`` (history, parameters, pair counts).
+
+        Parameters
+        ----------
+        key_added
+            Name of the ``obsm`` / ``varm`` keys (``f"X_{key_added}"``) and of the ``uns`` entry.
+
+        Returns
+        -------
+        mudata.MuData
+            Modalities ``"rna"`` and ``"atac"``/``"adt"``: copies of the training ``rna`` and
+            ``other`` objects with the embeddings added.
+        """
         import mudata as md
 
         key = f"X_{key_added}"
@@ -276,7 +317,16 @@ class BiCLUM:
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
-        """Save weights, preprocessing and feature profiles (tensors) plus JSON metadata; no pickles."""
+        """Save weights, preprocessing and feature profiles (tensors) plus JSON metadata; no pickles.
+
+        Parameters
+        ----------
+        path
+            Folder to write ``model.pt`` and ``metadata.json`` into (created when missing).
+        overwrite
+            Replace the files of a folder that exists and is not empty (otherwise
+            :class:`FileExistsError`).
+        """
         metas, extra = [], {}
         for k, t in enumerate(self.transforms):
             meta, arrays = t.to_dict()
@@ -291,7 +341,24 @@ class BiCLUM:
     @classmethod
     def load(cls, path: str | os.PathLike, rna: AnnData | None = None, other: AnnData | None = None,
              *, accelerator: str = "auto") -> BiCLUM:
-        """Load a saved model; ``rna``/``other`` (optional) are attached for :meth:`get_latent`."""
+        """Load a saved model; ``rna``/``other`` (optional) are attached for :meth:`get_latent`.
+
+        Parameters
+        ----------
+        path
+            Folder written by :meth:`save`.
+        rna
+            The RNA AnnData to attach as ``model.rna`` (None: none); it is not preprocessed again.
+        other
+            The other modality's AnnData to attach as ``model.other`` (None: none).
+        accelerator
+            ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+
+        Returns
+        -------
+        BiCLUM
+            The trained model (without its training data: embed cells with :meth:`get_latent`).
+        """
         state, meta = load_model_dir(path)
         if meta.get("model") != "BiCLUM":
             raise CellBridgeInputError(f"{path} holds a {meta.get('model')} model, not BiCLUM.")

@@ -37,6 +37,10 @@ class BiCLUMParams:
     mnn_ann: Literal["hnsw", "ivf"] = "hnsw"
     hnsw_ef: int | None = bounded(None, lo=1, none=True, integer=True)
     ivf_nprobe: int = bounded(8, lo=1, integer=True)
+    mnn_smooth: int = bounded(0, lo=0, integer=True)
+    mnn_smooth_weight: float = bounded(0.3, lo=0, hi=1)
+    pair_refine: int = bounded(0, lo=0, integer=True)
+    cca_dims: int = bounded(10, lo=1, integer=True)
     similarity: Literal["dot", "cosine"] = "dot"
     feature_mode: Literal["exact", "sampled"] = "exact"
     profile: Literal["cells", "subsample", "metacells"] = "cells"
@@ -70,7 +74,30 @@ DEFAULT_CHANGES: dict[str, Any] = dict(
 
 
 def resolve_params(preset: str, modality: str, overrides: dict[str, Any]) -> BiCLUMParams:
-    """The preset's values for ``modality``, then the user's explicit overrides (None: unset)."""
+    """The preset's values for ``modality``, then the user's explicit overrides (None: unset).
+
+    Parameters
+    ----------
+    preset
+        ``"reference"`` (the published code's values) or ``"default"`` (the reference plus
+        :data:`DEFAULT_CHANGES`).
+    modality
+        The second modality, ``"atac"`` or ``"protein"``; selects the :data:`PER_MODALITY`
+        values.
+    overrides
+        Field name -> value set by the user; a value of None keeps the preset's value, ``gamma``
+        is converted to a tuple.
+
+    Returns
+    -------
+    BiCLUMParams
+        The validated hyper-parameters.
+
+    Raises
+    ------
+    CellBridgeInputError
+        For an unknown preset, modality or parameter name, or a value out of its bounds.
+    """
     if preset not in PRESETS:
         raise CellBridgeInputError(f"preset must be one of {PRESETS}, got {preset!r}.")
     if modality not in MODALITIES:

@@ -38,14 +38,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..._errors import CellBridgeInputError
-from ..distributed import (
-    LOCAL,
-    DataParallelGroup,
-    LocalGroup,
-    cpu_state,
-    launch,
-    sync_batchnorm,
-)
+from ..distributed import LOCAL, DataParallelGroup, LocalGroup, cpu_state, launch, sync_batchnorm
 from ..losses import nt_xent
 from ..training import EarlyStopping, autocast, set_seed
 from ._data import PartnerSampler

@@ -142,7 +142,18 @@ class scMDCF:  # the published method's name
         return self.modules_[0]
 
     def member_seed(self, i: int) -> int:
-        """Seed of ensemble member ``i`` (member 0 uses ``seed`` itself)."""
+        """Seed of ensemble member ``i`` (member 0 uses ``seed`` itself).
+
+        Parameters
+        ----------
+        i
+            Index of the ensemble member (0 to ``n_models - 1``).
+
+        Returns
+        -------
+        int
+            ``seed + 1000 * i``.
+        """
         return self.seed + 1000 * i
 
     # ------------------------------------------------------------------ setup
@@ -250,7 +261,19 @@ class scMDCF:  # the published method's name
 
     def train_settings(self, pretrain_epochs: int | None = None, finetune_epochs: int | None = None
                        ) -> ScMDCFParams:
-        """The hyper-parameters of a training run (epochs overridden, batch size resolved)."""
+        """The hyper-parameters of a training run (epochs overridden, batch size resolved).
+
+        Parameters
+        ----------
+        pretrain_epochs, finetune_epochs
+            Epochs of each phase (None: the model's ``params``; 0 skips the phase).
+
+        Returns
+        -------
+        ScMDCFParams
+            ``params`` with these epochs and ``batch_size`` resolved for the model's number of
+            cells (None: full batch; see :meth:`ScMDCFParams.effective_batch_size`).
+        """
         return self.params.replace(
             pretrain_epochs=self.params.pretrain_epochs if pretrain_epochs is None else pretrain_epochs,
             finetune_epochs=self.params.finetune_epochs if finetune_epochs is None else finetune_epochs,
@@ -330,13 +353,39 @@ class scMDCF:  # the published method's name
         ``"dec"`` (argmax of the soft assignment) or ``"kmeans_dec_init"`` (KMeans on ``z``
         started from the fine-tuned DEC centroids, one run). None uses the preset's
         ``cluster_method``.
+
+        Parameters
+        ----------
+        method
+            ``"kmeans"``, ``"leiden"``, ``"dec"`` or ``"kmeans_dec_init"`` (see above); None: the
+            preset's ``cluster_method``.
+
+        Returns
+        -------
+        numpy.ndarray
+            Integer cluster label per cell, in the model's cell order (``obs_names_``).
         """
         return self._combine(self.member_clusters(method))
 
     def member_clusters(self, method: str | None = None, latents: list[np.ndarray] | None = None
                         ) -> list[np.ndarray]:
         """Each ensemble member's labels by ``method`` (see :meth:`predict_clusters`) on its own
-        ``z`` (``latents``: the members' ``z`` when already computed)."""
+        ``z`` (``latents``: the members' ``z`` when already computed).
+
+        Parameters
+        ----------
+        method
+            Clustering method (see :meth:`predict_clusters`); None: the preset's
+            ``cluster_method``.
+        latents
+            The members' ``z`` (one cells x z_dim array per member, in member order) when already
+            computed; None: embedded here.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            One integer label array per ensemble member, in the model's cell order.
+        """
         method = method or self.params.cluster_method
         if method not in CLUSTER_METHODS:
             raise CellBridgeInputError(f"`method` must be one of {CLUSTER_METHODS}, got {method!r}.")
@@ -371,6 +420,27 @@ class scMDCF:  # the published method's name
         With ``copy=True`` (default) returns ``(rna_out, other_out)``: copies of the given objects
         (default: the prepared ones) restricted to the model's cells, in the model's order. With
         ``copy=False`` writes in place (cells the model dropped get NaN) and returns None.
+
+        Parameters
+        ----------
+        rna
+            The RNA AnnData to write into (None: the model's prepared ``rna`` and ``other``).
+        other
+            The other modality's AnnData to write into (None: only ``rna``, when ``rna`` is
+            given).
+        copy
+            Return written copies (True) or write into the given objects in place (False).
+        key_added
+            The keys written: ``obsm[f"X_{key_added}"]`` (fused embedding) and
+            ``obs[f"{key_added}_cluster"]`` (categorical labels).
+        method
+            Clustering method (see :meth:`predict_clusters`); None: the preset's
+            ``cluster_method``.
+
+        Returns
+        -------
+        tuple of anndata.AnnData or None
+            With ``copy=True`` the written copies (one per object written into), else None.
         """
         latents = self._member_latents()  # embedded once for both outputs
         z, labels = np.hstack(latents), self._combine(self.member_clusters(method, latents))
@@ -394,9 +464,23 @@ class scMDCF:  # the published method's name
         return None
 
     # ------------------------------------------------------------------ persistence
-    def save(self, dir_path: str | os.PathLike, overwrite: bool = False) -> Path:
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the weights, the trained cells' fused embedding and a JSON of the parameters,
-        features, cells and history (no pickles)."""
+        features, cells and history (no pickles).
+
+        Parameters
+        ----------
+        path
+            Folder to write ``model.pt`` and ``metadata.json`` into (created when missing).
+        overwrite
+            Replace the files of a folder that exists and is not empty (otherwise
+            :class:`FileExistsError`).
+
+        Returns
+        -------
+        pathlib.Path
+            The folder written.
+        """
         self._require_trained()
         meta = {"model": "scMDCF", "init": self._init, "params": to_json(self.params),
                 "modality_weights": list(self.modality_weights_), "n_clusters_": self.n_clusters_,
@@ -406,10 +490,10 @@ class scMDCF:  # the published method's name
                 "var_names_other": self.var_names_["other"].tolist(),
                 "obs_names": self.obs_names_.tolist()}
         latents = {f"z{i}": z for i, z in enumerate(self._member_latents())}
-        return save_model_dir(dir_path, torch.nn.ModuleList(self.modules_), meta, overwrite=overwrite, extra=latents)
+        return save_model_dir(path, torch.nn.ModuleList(self.modules_), meta, overwrite=overwrite, extra=latents)
 
     @classmethod
-    def load(cls, dir_path: str | os.PathLike, rna=None, other: ad.AnnData | None = None, *,
+    def load(cls, path: str | os.PathLike, rna=None, other: ad.AnnData | None = None, *,
              accelerator: str = "auto") -> scMDCF:
         """Load a saved model.
 
@@ -417,10 +501,27 @@ class scMDCF:  # the published method's name
         :meth:`write_results` use the saved embedding of the trained cells. With the training data
         (``rna``, ``other`` or one MuData) it is preprocessed again with the saved settings, the
         selected features are checked against the saved ones, and the model can train further.
+
+        Parameters
+        ----------
+        path
+            Folder written by :meth:`save`.
+        rna
+            None, the training RNA AnnData, or one MuData holding both modalities.
+        other
+            The training data's other modality (ATAC or ADT AnnData) with an AnnData ``rna``;
+            None otherwise.
+        accelerator
+            ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+        Returns
+        -------
+        scMDCF
+            The trained model.
         """
-        state, meta = load_model_dir(dir_path)
+        state, meta = load_model_dir(path)
         if meta.get("model") != "scMDCF":
-            raise CellBridgeInputError(f"{dir_path} does not hold an scMDCF model.")
+            raise CellBridgeInputError(f"{path} does not hold an scMDCF model.")
         latents = [state.pop(f"extra/z{i}").numpy() for i in range(len(meta["member_ids"]))]
         init = dict(meta["init"])
         if rna is not None:
@@ -469,6 +570,34 @@ def cluster_paired(rna, other: ad.AnnData | None = None, *, modality: str | None
     The MuData holds copies of the inputs (restricted to the kept cells) under ``"rna"`` and
     ``"atac"``/``"adt"`` with ``obsm["X_scmdcf"]`` and ``obs["scmdcf_cluster"]``, and
     ``uns["scmdcf"]`` (K, how K was chosen, preset, seed, ensemble size).
+
+    Parameters
+    ----------
+    rna
+        RNA counts (cells x genes), or a MuData with ``"rna"`` and ``"atac"``/``"adt"``.
+    other
+        ATAC peak or ADT counts of the same cells (matched by ``obs_names``); None with a MuData.
+    modality
+        ``"atac"`` or ``"protein"``; inferred from the features when None.
+    n_clusters
+        Number of clusters K; None: estimated by Leiden on the pre-trained embedding.
+    preset
+        ``"default"`` (ours, chosen by benchmark) or ``"reference"`` (published code).
+    layer_rna, layer_other
+        Layers with raw counts (None: ``.X``).
+    seed
+        Seeds weights, batches and KMeans (see :class:`scMDCF`).
+    accelerator
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    progress
+        Show a tqdm bar during training.
+    **hyperparams
+        Overrides of the preset (fields of :class:`~cellbridge.models.scmdcf.ScMDCFParams`).
+
+    Returns
+    -------
+    tuple
+        ``(mdata, model)``: the MuData described above and the trained :class:`scMDCF`.
     """
     model = scMDCF(rna, other, modality=modality, n_clusters=n_clusters, preset=preset,
                    layer_rna=layer_rna, layer_other=layer_other, seed=seed,

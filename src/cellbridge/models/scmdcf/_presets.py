@@ -125,7 +125,30 @@ DEFAULT_CHANGES: dict[str, Any] = dict(
 
 
 def resolve_params(preset: str, modality: str, overrides: dict[str, Any]) -> ScMDCFParams:
-    """The preset's hyper-parameters for ``modality`` with ``overrides`` applied (validated)."""
+    """The preset's hyper-parameters for ``modality`` with ``overrides`` applied (validated).
+
+    Parameters
+    ----------
+    preset
+        ``"default"`` (the reference plus :data:`DEFAULT_CHANGES`) or ``"reference"`` (the
+        published code's values).
+    modality
+        The second modality: ``"atac"``; any other value (``"protein"``) selects the CITE-seq
+        reference values.
+    overrides
+        Field name -> value set by the user (dict values are merged into the preset's dict;
+        ``*_hidden`` values are converted to tuples).
+
+    Returns
+    -------
+    ScMDCFParams
+        The validated hyper-parameters.
+
+    Raises
+    ------
+    CellBridgeInputError
+        For an unknown preset or parameter name, or a value out of its bounds.
+    """
     if preset not in PRESETS:
         raise CellBridgeInputError(f"Unknown scMDCF preset {preset!r}; choose one of {PRESETS}.")
     base = {**_reference(modality), **(DEFAULT_CHANGES if preset == "default" else {})}
