@@ -41,6 +41,20 @@ def test_integrate_atac_then_evaluate(sim_files, tmp_path, capsys):
     assert 0 <= metrics["foscttm"] <= 1 and 0 <= metrics["transfer_accuracy"] <= 1
     assert main(["evaluate", str(out), "--label", "no_such_column"]) == 2
     assert "no column 'no_such_column'" in capsys.readouterr().err
+    # gene-peak links of the simulated pairs: peaks planted near their genes correlate with them
+    links = tmp_path / "links.tsv"
+    assert main(["links", "--result", str(out), "--peaks", str(sim_files / "atac.h5ad"), "--annotation",
+                 str(sim_files / "genes.bed"), "--paired", "--out", str(links), "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    import pandas as pd
+
+    table = pd.read_csv(links, sep="\t")
+    assert summary["n_links"] == len(table) > 0
+    assert {"gene", "peak", "distance", "score", "zscore", "pvalue", "fdr"} <= set(table.columns)
+    assert (table["distance"].abs() <= 500_000).all() and table["fdr"].between(0, 1).all()
+    assert summary["n_fdr_below_0.05"] > 0  # the simulator plants gene-linked peaks
+    assert main(["links", "--result", str(out), "--peaks", str(sim_files / "atac.h5ad"), "--annotation",
+                 str(sim_files / "genes.bed"), "--paired", "--out", str(links), "--quiet"]) == 2  # exists
 
 
 def test_integrate_adt(sim_files, tmp_path):

@@ -66,6 +66,10 @@ POSITIONAL_EXCEPTIONS: dict[str, tuple[tuple[str, ...], str]] = {
                          ("the gene annotation is an input as essential as the peaks (atac may be "
                           "None when fragments= is given)")),
     "pp.match_annotation": (("annotation", "gene_names"), "compares two inputs: an annotation and gene names"),
+    "tl.gene_peak_links": (("rna", "atac", "annotation"),
+                           "expression, accessibility and the gene annotation are all its data"),
+    "tl.regulatory_readout": (("rna", "atac", "annotation"),
+                              "expression, accessibility and the gene annotation are all its data"),
     "tl.transfer_labels": (("ref_emb", "ref_labels", "query_emb"),
                            "a reference (embedding + labels) and a query are all its data"),
     "tl.kmeans": (("emb", "n_clusters"), "K is required and has no default (as scikit-learn's KMeans)"),
@@ -399,10 +403,7 @@ def _logger_calls() -> list[tuple[str, int, str]]:
 
 
 #: files creating a logger under another name: file -> where
-LOGGER_SRC_GAPS: dict[str, str] = {
-    f"cellbridge/{f}": f"src/cellbridge/{f}: logging.getLogger(__name__)"
-    for f in ("tl/_links.py", "tl/_markers.py")
-}
+LOGGER_SRC_GAPS: dict[str, str] = {}
 
 
 def _files_creating_loggers() -> list[str]:

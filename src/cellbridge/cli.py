@@ -1,4 +1,4 @@
-"""Command line: ``cellbridge {demo,simulate,integrate,evaluate,cluster,gene-activity}``.
+"""Command line: ``cellbridge {demo,simulate,integrate,evaluate,cluster,gene-activity,links}``.
 
 The CLI only parses arguments, calls :mod:`cellbridge.workflows` and prints; no logic of its own.
 """
@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   cellbridge evaluate result.h5mu --label cell_type --paired
   cellbridge cluster --rna rna.h5ad --adt adt.h5ad --out clusters.h5mu --n-clusters 8
   cellbridge gene-activity --peaks atac.h5ad --annotation hg38 --out gam.h5ad
+  cellbridge links --result result.h5mu --peaks atac.h5ad --annotation mm10_genes.bed --out links.tsv
 """
 
 
@@ -98,6 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotation", required=True, help="BED/GTF/GFF3 file or hg38/hg19/mm10")
     p.add_argument("--method", default="signac", choices=["signac", "promoter", "archr"])
     _add_common(p)
+
+    p = sub.add_parser("links", help="gene-peak links through an integration (or the true pairing)")
+    p.add_argument("--result", required=True, help="integrate's .h5mu (RNA and the ATAC cells' embedding)")
+    p.add_argument("--peaks", required=True, help="ATAC peak counts (cells x peaks) of the result's ATAC cells")
+    p.add_argument("--annotation", required=True, help="BED/GTF/GFF3 file or hg38/hg19/mm10")
+    p.add_argument("--key", default="X_biclum", help="obsm key of the joint embedding")
+    p.add_argument("--window", type=int, default=500_000, help="bp around each TSS (default 500,000, as Signac)")
+    p.add_argument("--groupby", help="obs column: links within each of its groups (e.g. clusters)")
+    p.add_argument("--paired", action="store_true", help="RNA and peaks are the same cells: use the true pairing")
+    p.add_argument("--layer-peaks", help="layer of --peaks holding raw counts")
+    _add_common(p)
     return parser
 
 
@@ -143,6 +155,10 @@ def _dispatch(args: argparse.Namespace):
     if args.command == "simulate":
         return workflows.simulate(args.out_dir, n_cells=args.n_cells, n_types=args.n_types, seed=args.seed,
                                   overwrite=args.overwrite)
+    if args.command == "links":
+        return workflows.links(args.result, args.peaks, args.annotation, args.out, key=args.key, window=args.window,
+                               groupby=args.groupby, paired=args.paired, layer_peaks=args.layer_peaks,
+                               seed=args.seed, overwrite=args.overwrite)
     return workflows.gene_activity_file(peaks=args.peaks, fragments=args.fragments, cells=args.cells,
                                         annotation=args.annotation, method=args.method, out=args.out,
                                         overwrite=args.overwrite)

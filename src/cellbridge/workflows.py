@@ -241,3 +241,37 @@ def cluster(
     io.write_h5mu(mdata, out_path, overwrite=overwrite)
     return {"written": str(out_path), "n_clusters": int(model.n_clusters_),
             "n_clusters_source": model.n_clusters_source_, "n_cells": int(mdata.n_obs)}
+
+
+def links(
+    result: str,
+    peaks: str,
+    annotation: str,
+    out: str,
+    *,
+    key: str = "X_biclum",
+    window: int = 500_000,
+    groupby: str | None = None,
+    paired: bool = False,
+    layer_peaks: str | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> dict:
+    """Gene-peak links of an integration result (:func:`cellbridge.tl.gene_peak_links`) as a TSV.
+
+    The RNA modality of ``result`` gives expression and its cells' embedding; the ATAC cells'
+    embedding comes from the result's other modality, matched to the rows of ``peaks`` by cell name.
+    """
+    from .tl import gene_peak_links
+
+    out_path = _check_out(out, overwrite)
+    mdata = io.read_mudata(result)
+    if "rna" not in mdata.mod or len(mdata.mod) < 2:
+        raise CellBridgeInputError(f"{result} must hold an 'rna' modality and the ATAC cells; found {list(mdata.mod)}.")
+    other = next(m for name, m in mdata.mod.items() if name != "rna")
+    table = gene_peak_links(mdata.mod["rna"], io.read(peaks), annotation, use_rep=key, atac_embedding=other,
+                            window=window, groupby=groupby, paired=paired, layer_atac=layer_peaks, seed=seed)
+    io.write_text(table.to_csv(sep="\t", index=False), out_path, overwrite=overwrite)
+    logger.info("wrote %d links to %s", len(table), out_path)
+    return {"written": str(out_path), "n_links": int(len(table)),
+            "n_fdr_below_0.05": int((table["fdr"] < 0.05).sum())}

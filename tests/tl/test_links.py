@@ -144,6 +144,22 @@ def test_paired_metacells_and_logcpm():
     assert links.n_groups.iloc[0] == 40
 
 
+def test_background_pvalue_is_calibrated_and_finds_the_planted_link():
+    rna, atac = _data()
+    links = gene_peak_links(rna, atac, _annotation(), paired=True, n_background=50, pvalue="background")
+    planted = links[(links.gene == PLANTED_GENE) & (links.peak == PLANTED_PEAK)].iloc[0]
+    n_null = 50 * len(links)  # pooled background z-scores
+    # above all background z-scores but the few of the trans peak (chr3, also driven by the factor),
+    # which serves as background of Gene0's peaks
+    assert planted.pvalue <= 5 / (1 + n_null)
+    assert planted.pvalue == links.pvalue.min()
+    null = links[links.peak != PLANTED_PEAK]
+    assert 0.02 < (null.pvalue < 0.1).mean() < 0.2  # ~0.1 expected: no link among these pairs
+    assert links.attrs["gene_peak_links"]["pvalue"] == "background"
+    with pytest.raises(CellBridgeInputError, match="`pvalue` must be one of"):
+        gene_peak_links(rna, atac, _annotation(), paired=True, pvalue="empirical")
+
+
 # ------------------------------------------------------------------------------ regulatory read-out
 @pytest.mark.parametrize("cluster_specific", [True, False])
 def test_regulatory_readout_finds_the_planted_element(cluster_specific):

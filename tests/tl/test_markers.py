@@ -47,7 +47,7 @@ def pair():
 def test_rna_markers_are_the_planted_genes(pair):
     rna, _ = pair
     before = rna.X.toarray()
-    m = marker_genes(rna, "cluster", n_genes=5)
+    m = marker_genes(rna, groupby="cluster", n_genes=5)
     assert list(m.columns) == ["group", "rank", "gene", "score", "logfoldchange", "pvalue", "pvalue_adj", "source"]
     for g in GROUPS:
         top = m[m.group == g]
@@ -65,11 +65,11 @@ def test_gene_activity_from_a_result_mudata(pair):
     with md.set_options(pull_on_update=False), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # both modalities name their features by gene
         mdata = md.MuData({"rna": rna, "atac": gam})
-    m = marker_genes(mdata, "cluster", source="gene_activity", n_genes=5)
+    m = marker_genes(mdata, groupby="cluster", source="gene_activity", n_genes=5)
     assert (m.source == "gene_activity").all()
     for g in GROUPS:
         assert set(m[m.group == g].gene) == _planted(g)
-    m_dict = marker_genes({"rna": rna, "gene_activity": gam}, "cluster", source="gene_activity", n_genes=5)
+    m_dict = marker_genes({"rna": rna, "gene_activity": gam}, groupby="cluster", source="gene_activity", n_genes=5)
     pd.testing.assert_frame_equal(m, m_dict)
 
 
@@ -77,7 +77,7 @@ def test_already_normalised_values_used_as_given(pair):
     rna, _ = pair
     logged = rna.copy()
     logged.X = np.log1p(logged.X.toarray() / logged.X.toarray().sum(1, keepdims=True) * 1e4)
-    m = marker_genes(logged, "cluster", n_genes=5)
+    m = marker_genes(logged, groupby="cluster", n_genes=5)
     for g in GROUPS:
         assert set(m[m.group == g].gene) == _planted(g)
 
@@ -100,8 +100,8 @@ def test_agreement_hand_computed():
 
 def test_agreement_planted_vs_random(pair):
     rna, gam = pair
-    m_rna = marker_genes(rna, "cluster", n_genes=None)
-    m_gam = marker_genes(gam, "cluster", source="gene_activity", n_genes=None)
+    m_rna = marker_genes(rna, groupby="cluster", n_genes=None)
+    m_gam = marker_genes(gam, groupby="cluster", source="gene_activity", n_genes=None)
     res = marker_agreement([m_rna, m_gam], n_genes=5)
     assert len(res) == 3 and (res.overlap == 5).all()
     assert res.expected.iloc[0] == pytest.approx(25 / N_GENES)
@@ -136,6 +136,12 @@ class _FakeModel:
     def get_feature_embeddings(self):
         return self.features
 
+    def decode(self, z, modality="rna"):  # as BiCLUM.decode: the module's decoder at points z
+        v = torch.as_tensor(self.features[modality].to_numpy(np.float32))
+        with torch.no_grad():
+            x = self.module.decode(torch.as_tensor(np.asarray(z, np.float32)), v, {"other": 0, "rna": 1}[modality])
+        return pd.DataFrame(x.numpy(), columns=self.features[modality].index)
+
 
 def test_decoder_markers_hand_checkable():
     rng = np.random.default_rng(0)
@@ -143,13 +149,13 @@ def test_decoder_markers_hand_checkable():
     angles = np.array([GROUPS.index(g) for g in labels]) * 2 * np.pi / 3
     cells = ad.AnnData(obs=pd.DataFrame({"cluster": labels}, index=[f"c{i}" for i in range(90)]))
     cells.obsm["X_biclum"] = np.column_stack([np.cos(angles), np.sin(angles)]) + 0.05 * rng.normal(size=(90, 2))
-    m = marker_genes(cells, "cluster", source="decoder", model=_FakeModel(), n_genes=2)
+    m = marker_genes(cells, groupby="cluster", source="decoder", model=_FakeModel(), n_genes=2)
     assert set(m.source) == {"decoder:rna", "decoder:other"}
     for i, g in enumerate(GROUPS):
         got = m[(m.group == g) & (m.source == "decoder:rna")]
         assert set(got.gene) == {f"r{i}", f"r{i + 3}"}
         assert (got.delta > 0).all()
-    only_rna = marker_genes(cells, "cluster", source="decoder", model=_FakeModel(), modality="rna")
+    only_rna = marker_genes(cells, groupby="cluster", source="decoder", model=_FakeModel(), modality="rna")
     assert set(only_rna.source) == {"decoder:rna"}
 
 
@@ -162,7 +168,7 @@ def test_decoder_with_a_trained_biclum(pair):
         model = cb.BiCLUM(rna, gam, modality="atac", seed=0, n_pcs=10, k_mnn=10)
         model.train(max_epochs=2, progress=False)
     data = {"rna": rna, "atac": gam}  # no obsm: the model embeds both modalities
-    m = marker_genes(data, "cluster", source="decoder", model=model, n_genes=10)
+    m = marker_genes(data, groupby="cluster", source="decoder", model=model, n_genes=10)
     n_rna = len(model.get_feature_embeddings()["rna"])
     assert m.groupby(["source", "group"]).size().eq(10).all()
     assert set(m.attrs["features"]["decoder:rna"]) <= set(rna.var_names)
@@ -178,18 +184,18 @@ def test_decoder_with_a_trained_biclum(pair):
 def test_errors(pair):
     rna, gam = pair
     with pytest.raises(CellBridgeInputError, match="has no column 'leiden'"):
-        marker_genes(rna, "leiden")
+        marker_genes(rna, groupby="leiden")
     with pytest.raises(CellBridgeInputError, match="source must be one of"):
-        marker_genes(rna, "cluster", source="peaks")
+        marker_genes(rna, groupby="cluster", source="peaks")
     with pytest.raises(CellBridgeInputError, match="needs `model=`"):
-        marker_genes(rna, "cluster", source="decoder")
+        marker_genes(rna, groupby="cluster", source="decoder")
     with pytest.raises(CellBridgeInputError, match="needs a modality named"):
-        marker_genes({"rna": rna, "x": gam, "y": gam}, "cluster", source="gene_activity")
+        marker_genes({"rna": rna, "x": gam, "y": gam}, groupby="cluster", source="gene_activity")
     with pytest.raises(CellBridgeInputError, match="has no layer 'counts'"):
-        marker_genes(rna, "cluster", layer="counts")
+        marker_genes(rna, groupby="cluster", layer="counts")
     with pytest.raises(CellBridgeInputError, match="has no 'X_biclum'"):
-        marker_genes(rna, "cluster", source="decoder", model=_FakeModel())
-    m = marker_genes(rna, "cluster", n_genes=5)
+        marker_genes(rna, groupby="cluster", source="decoder", model=_FakeModel())
+    m = marker_genes(rna, groupby="cluster", n_genes=5)
     with pytest.raises(CellBridgeInputError, match="two sources"):
         marker_agreement(m)
 
@@ -208,8 +214,8 @@ def test_mop_snare_rna_and_gene_activity_agree(shared_data):
     gam = gam[:, gam.var_names.isin(rna.var_names)].copy()
     keep = rna.obs.cell_type.map(rna.obs.cell_type.value_counts()).astype(int) >= 50
     rna, gam = rna[keep.to_numpy()].copy(), gam[keep.to_numpy()].copy()
-    res = marker_agreement([marker_genes(rna, "cell_type", n_genes=None),
-                            marker_genes(gam, "cell_type", source="gene_activity", n_genes=None)])
+    res = marker_agreement([marker_genes(rna, groupby="cell_type", n_genes=None),
+                            marker_genes(gam, groupby="cell_type", source="gene_activity", n_genes=None)])
     # same cells, two assays: the top-50 lists overlap far above chance (k^2/N ~ 1.5)
     assert res.n_universe.iloc[0] > 1000
     assert (res.enrichment > 3).mean() >= 0.7

@@ -34,13 +34,14 @@ from ..pp.annotation import (
 )
 from ..pp.atac import peak_coordinates
 
-__all__ = ["gene_peak_links", "LINK_COLUMNS"]
+__all__ = ["LINK_COLUMNS", "gene_peak_links"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cellbridge")
 
 #: Columns of :func:`gene_peak_links` (``group`` is added with ``groupby``).
 LINK_COLUMNS = ["gene", "peak", "chrom", "distance", "score", "zscore", "pvalue", "fdr", "n_groups"]
 ATAC_NORMALIZATIONS = ("tfidf", "logcpm")
+PVALUES = ("normal", "background")
 _GENE_BLOCK = 256  # genes per block of the genes x peaks correlation matrix (~50 MB per 25k peaks)
 _MIN_GROUPS = 5
 
@@ -295,9 +296,13 @@ def _corr_block(E_blk: sp.csr_matrix, A: sp.csr_matrix, mu_e, sd_e, mu_a, sd_a) 
 # --------------------------------------------------------------------------------------------
 # one run
 # --------------------------------------------------------------------------------------------
-def _links_once(E, A, pairs, peak_stats, *, n_background, min_cells, seed, group_n):
-    """Links of one set of groups: E (groups x genes), A (groups x peaks) pseudobulk sums, normalised."""
-    det_e, det_a, E, A = E[0], A[0], E[1], A[1]
+def _links_once(E, A, det_e, det_a, pairs, match_on, chrom, *, n_background, min_cells, seed, group_n,
+                pvalue="normal"):
+    """Score ``pairs`` on normalised profiles ``E`` (groups x genes) and ``A`` (groups x peaks).
+
+    ``det_e`` / ``det_a``: cells in which each gene / peak is detected; ``match_on``: per-peak
+    statistics the background is matched on; ``chrom``: each peak's chromosome.
+    """
     mu_e, sd_e = _column_moments(E)
     mu_a, sd_a = _column_moments(A)
     ok_gene = (det_e >= min_cells) & (sd_e > 1e-12)
@@ -307,11 +312,11 @@ def _links_once(E, A, pairs, peak_stats, *, n_background, min_cells, seed, group
         return None
     usable = np.flatnonzero(ok_peak)
     rng = np.random.default_rng(seed)
-    feats = np.column_stack([_ranks(s[usable], rng) for s in peak_stats])
+    feats = np.column_stack([_ranks(s[usable], rng) for s in match_on])
     query = np.unique(pairs["peak"].to_numpy())
     local = np.full(A.shape[1], -1)
     local[usable] = np.arange(len(usable))
-    bg = usable[matched_background(feats, peak_stats.chrom[usable], local[query], n_background)]
+    bg = usable[matched_background(feats, chrom[usable], local[query], n_background)]
     bg_row = np.full(A.shape[1], -1)
     bg_row[query] = np.arange(len(query))
 
@@ -320,6 +325,7 @@ def _links_once(E, A, pairs, peak_stats, *, n_background, min_cells, seed, group
     genes = np.unique(g)
     E_csc = E.tocsc()
     score, bg_mean, bg_sd = (np.empty(len(pairs)) for _ in range(3))
+    null_z = []
     for b in range(0, len(genes), _GENE_BLOCK):
         blk = genes[b:b + _GENE_BLOCK]
         C = _corr_block(sp.csr_matrix(E_csc[:, blk]), A, mu_e[blk], sd_e[blk], mu_a, sd_a)
@@ -328,27 +334,24 @@ def _links_once(E, A, pairs, peak_stats, *, n_background, min_cells, seed, group
         score[lo:hi] = C[row, p[lo:hi]]
         B = C[row[:, None], bg[bg_row[p[lo:hi]]]]
         bg_mean[lo:hi], bg_sd[lo:hi] = B.mean(1), B.std(1, ddof=1)
+        if pvalue == "background":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                Zb = (B - bg_mean[lo:hi, None]) / bg_sd[lo:hi, None]
+            null_z.append(Zb[np.isfinite(Zb)].astype(np.float32))
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(bg_sd > 0, (score - bg_mean) / bg_sd, np.nan)
-    pvalue = stats.norm.sf(z)
+    if pvalue == "background":  # z of every background peak against its pair's background, pooled
+        null = np.sort(np.concatenate(null_z))
+        n_ge = len(null) - np.searchsorted(null, np.nan_to_num(z, nan=np.inf), side="left")
+        p_value = np.where(np.isfinite(z), (1 + n_ge) / (1 + len(null)), np.nan)
+    else:
+        p_value = stats.norm.sf(z)
     fdr = np.full(len(z), np.nan)
-    fin = np.isfinite(pvalue)
+    fin = np.isfinite(p_value)
     if fin.any():
-        fdr[fin] = stats.false_discovery_control(pvalue[fin], method="bh")
-    return pairs.assign(score=score, zscore=z, pvalue=pvalue, fdr=fdr, n_groups=group_n,
+        fdr[fin] = stats.false_discovery_control(p_value[fin], method="bh")
+    return pairs.assign(score=score, zscore=z, pvalue=p_value, fdr=fdr, n_groups=group_n,
                         background_mean=bg_mean, background_sd=bg_sd)
-
-
-class _PeakStats(list):
-    """Statistics the background is matched on (accessibility, width[, GC]) plus chromosomes."""
-
-    chrom: np.ndarray
-
-
-def _peak_stats(A_counts: sp.csr_matrix, width, gc, chrom) -> _PeakStats:
-    out = _PeakStats([np.asarray(A_counts.sum(0)).ravel(), width] + ([gc] if gc is not None else []))
-    out.chrom = chrom
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -367,6 +370,7 @@ def gene_peak_links(
     n_groups: int | None = None,
     min_cells_per_group: int = 3,
     n_background: int = 200,
+    pvalue: str = "normal",
     min_cells: int = 10,
     genes: Sequence[str] | None = None,
     atac_normalization: str = "tfidf",
@@ -410,6 +414,14 @@ def gene_peak_links(
     n_background
         Background peaks per candidate peak: those on other chromosomes closest in ranks of
         accessibility (total counts) and width (and GC with ``gc_content`` / ``genome``).
+    pvalue
+        ``"normal"`` (Signac's): one-sided normal tail of ``zscore``. ``"background"``: the share
+        of the pooled background z-scores (every background peak of every pair, standardised
+        like the pair) at least as large; calibrated under the null but conservative. On
+        mop_snare with a random pairing, ``"normal"`` gave p < 0.01 for 3.1% of the pairs on
+        single cells and 1.5% on metacells, ``"background"`` 1.1% for both; with the true
+        pairing (single cells) it found 1,057 links at FDR < 0.05 against 17 for ``"background"``
+        (benchmarks/results/links/gene_peak_links.md).
     min_cells
         Genes and peaks detected in fewer cells (of the cells used) are left out.
     genes
@@ -431,7 +443,10 @@ def gene_peak_links(
     centre minus TSS, positive downstream), ``score`` (Pearson r), ``zscore`` (against the
     matched background), ``pvalue`` (one-sided, from z: positive links), ``fdr`` (Benjamini-
     Hochberg over the pairs of a run), ``n_groups`` (cells or metacells correlated),
-    ``background_mean``, ``background_sd`` and, with ``groupby``, ``group``. Sorted by gene then
+    ``background_mean``, ``background_sd`` and, with ``groupby``, ``group``. On sparse single
+    cells the z-scores are heavy-tailed: a random pairing of mop_snare's cells still gave 247
+    links at FDR < 0.05 (1,057 with the true pairing; metacells: 19 vs 767), so read single-cell
+    FDRs as a ranking rather than a calibrated rate, or use ``pvalue="background"``. Sorted by gene then
     peak position. ``df.attrs["gene_peak_links"]`` records the settings and counts.
     """
     # ------------------------------------------------------------ checks (before any long work)
@@ -443,6 +458,8 @@ def gene_peak_links(
         raise CellBridgeInputError(
             f"`atac_normalization` must be one of {ATAC_NORMALIZATIONS}, got {atac_normalization!r}."
         )
+    if pvalue not in PVALUES:
+        raise CellBridgeInputError(f"`pvalue` must be one of {PVALUES}, got {pvalue!r}.")
     if n_groups is not None and n_groups < _MIN_GROUPS:
         raise CellBridgeInputError(f"`n_groups` must be at least {_MIN_GROUPS}, got {n_groups}.")
     ann = _annotation(annotation)
@@ -475,9 +492,8 @@ def gene_peak_links(
         gc = np.asarray(atac.var[gc_content] if isinstance(gc_content, str) else gc_content, float)
         if gc.shape != (atac.n_vars,) or not np.isfinite(gc).all():
             raise CellBridgeInputError(f"`gc_content` needs one finite value per peak ({atac.n_vars}).")
-    elif genome is not None:
-        if not Path(genome).exists():
-            raise CellBridgeInputError(f"Genome FASTA {genome} does not exist; pass an existing path.")
+    elif genome is not None and not Path(genome).exists():
+        raise CellBridgeInputError(f"Genome FASTA {genome} does not exist; pass an existing path.")
 
     X_rna = _matrix(rna, layer_rna, "rna")[:, gene_col]
     cells = _cell_setup(rna, atac, use_rep=use_rep, atac_embedding=atac_embedding, paired=paired,
@@ -488,25 +504,13 @@ def gene_peak_links(
     width = (end - start).astype(float)
 
     # ------------------------------------------------------------ one run per group value
+    settings = {"paired": paired, "n_groups": n_groups, "min_cells_per_group": min_cells_per_group,
+                "atac_normalization": atac_normalization, "n_background": n_background,
+                "min_cells": min_cells, "seed": seed, "pvalue": pvalue}
     frames = []
-    for level, (r_idx, a_idx, Z_r, Z_a) in cells["levels"].items():
-        if paired and n_groups is None:
-            g_r, g_a, n = np.arange(len(r_idx)), np.arange(len(a_idx)), len(r_idx)
-        elif paired:
-            g_r, g_a, n = _metacells_paired(Z_r, n_groups, seed)
-        else:
-            n_auto = int(np.clip((len(r_idx) + len(a_idx)) // 50, 10, 1000))
-            g_r, g_a, n = _metacells(Z_r, Z_a, n_groups or n_auto, min_cells_per_group, seed)
-        Xr, Xa = X_rna[r_idx], X_atac[a_idx]
-        det_e = np.asarray((Xr > 0).sum(0)).ravel()
-        det_a = np.asarray((Xa > 0).sum(0)).ravel()
-        A_counts = _pseudobulk(Xa, g_a, n)
-        E = _log_normalize(_pseudobulk(Xr, g_r, n))
-        A = _tfidf(A_counts) if atac_normalization == "tfidf" else _log_normalize(A_counts, 1e6)
-        stats_ = _peak_stats(A_counts, width, gc, chrom)
+    for level, level_cells in cells["levels"].items():
         try:
-            out = _links_once((det_e, E), (det_a, A), pairs, stats_, n_background=n_background,
-                              min_cells=min_cells, seed=seed, group_n=n)
+            out = _links_level(X_rna, X_atac, level_cells, pairs, (width, gc, chrom), **settings)
         except CellBridgeInputError as err:
             if groupby is None:
                 raise
@@ -533,12 +537,35 @@ def gene_peak_links(
     df.attrs["gene_peak_links"] = {
         "window": int(window), "n_background": int(n_background), "paired": bool(paired),
         "use_rep": None if paired and n_groups is None else use_rep, "n_groups": n_groups,
-        "atac_normalization": atac_normalization, "matched_on": ["accessibility", "width"]
+        "atac_normalization": atac_normalization, "pvalue": pvalue, "matched_on": ["accessibility", "width"]
         + (["gc"] if gc is not None else []), "n_genes": int(df["gene"].nunique()),
-        "n_pairs": int(len(df)), "groupby": groupby, "skipped_groups": cells["skipped"],
+        "n_pairs": len(df), "groupby": groupby, "skipped_groups": cells["skipped"],
     }
     logger.info("%d gene-peak pairs of %d genes", len(df), df["gene"].nunique())
     return df
+
+
+def _links_level(X_rna, X_atac, level_cells, pairs, peak_info, *, paired, n_groups,
+                 min_cells_per_group, atac_normalization, n_background, min_cells, seed, pvalue):
+    """Group the cells of one ``groupby`` value, build the profiles, and score the pairs."""
+    r_idx, a_idx, Z_r, Z_a = level_cells
+    if paired and n_groups is None:
+        g_r, g_a, n = np.arange(len(r_idx)), np.arange(len(a_idx)), len(r_idx)
+    elif paired:
+        g_r, g_a, n = _metacells_paired(Z_r, n_groups, seed)
+    else:
+        n_auto = int(np.clip((len(r_idx) + len(a_idx)) // 50, 10, 1000))
+        g_r, g_a, n = _metacells(Z_r, Z_a, n_groups or n_auto, min_cells_per_group, seed)
+    Xr, Xa = X_rna[r_idx], X_atac[a_idx]
+    det_e = np.asarray((Xr > 0).sum(0)).ravel()
+    det_a = np.asarray((Xa > 0).sum(0)).ravel()
+    A_counts = _pseudobulk(Xa, g_a, n)
+    E = _log_normalize(_pseudobulk(Xr, g_r, n))
+    A = _tfidf(A_counts) if atac_normalization == "tfidf" else _log_normalize(A_counts, 1e6)
+    width, gc, chrom = peak_info
+    match_on = [np.asarray(A_counts.sum(0)).ravel(), width] + ([gc] if gc is not None else [])
+    return _links_once(E, A, det_e, det_a, pairs, match_on, chrom, n_background=n_background,
+                       min_cells=min_cells, seed=seed, group_n=n, pvalue=pvalue)
 
 
 def _metacells_paired(Z, n_groups: int, seed: int):

@@ -22,15 +22,15 @@ from scipy import stats
 
 from .._errors import CellBridgeInputError, CellBridgeWarning
 
-__all__ = ["marker_genes", "marker_agreement", "MARKER_COLUMNS"]
+__all__ = ["MARKER_COLUMNS", "marker_agreement", "marker_genes"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cellbridge")
 
 SOURCES = ("rna", "gene_activity", "decoder")
 #: Columns of :func:`marker_genes`.
 MARKER_COLUMNS = ["group", "rank", "gene", "score", "logfoldchange", "pvalue", "pvalue_adj", "source"]
 _OTHER_NAMES = ("gene_activity", "atac", "gam", "other", "adt", "protein")
-_MODALITY_INDEX = {"other": 0, "rna": 1}  # BiCLUMModule: index 0 is the other modality, 1 is RNA
+_MODALITIES = ("rna", "other")
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,11 +116,15 @@ def _rank_genes(adata: AnnData, labels: pd.Series, *, layer, method, normalize, 
     # ties corrected: sparse data are mostly zeros, and the uncorrected Wilcoxon variance then
     # hides even strong differences (on mop_snare peaks: no adjusted p below 0.05 at all)
     extra = {"tie_correct": True} if method == "wilcoxon" else {}
-    sc.tl.rank_genes_groups(tmp, "group", method=method, use_raw=False, n_genes=tmp.n_vars, **extra)
+    with warnings.catch_warnings():  # features constant within the compared cells: NaN scores
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sc.tl.rank_genes_groups(tmp, "group", method=method, use_raw=False, n_genes=tmp.n_vars, **extra)
     df = sc.get.rank_genes_groups_df(tmp, group=None)
     df = df.rename(columns={"names": "gene", "scores": "score", "logfoldchanges": "logfoldchange",
                             "pvals": "pvalue", "pvals_adj": "pvalue_adj"})
     df["group"] = df["group"].astype(str)
+    df = df.fillna({"score": 0.0, "pvalue": 1.0, "pvalue_adj": 1.0})  # no difference: last
+    df = df.sort_values(["group", "score"], ascending=[True, False], kind="stable")
     df["rank"] = df.groupby("group").cumcount()
     df = (df if n_genes is None else df[df["rank"] < n_genes]).assign(source=source)
     return df[MARKER_COLUMNS], list(adata.var_names)
@@ -142,29 +146,25 @@ def _embedding(adata: AnnData, name: str, use_rep: str, model):
 def decoded_centroids(model, centroids: np.ndarray) -> dict[str, pd.DataFrame]:
     """Decoder prediction of every model feature at each centroid: ``{"rna": df, "other": df}``.
 
-    Uses ``model.module.decode`` with ``model.get_feature_embeddings()``; rows are centroids,
-    columns features (decoder target units: counts or scaled values, as the model was trained).
-    """
-    import torch
+    Parameters
+    ----------
+    model
+        A trained :class:`cellbridge.BiCLUM` (its :meth:`~cellbridge.BiCLUM.decode`).
+    centroids
+        Points of the joint space (rows x latent dimensions).
 
-    module = model.module
-    device = next(module.parameters()).device
-    features = model.get_feature_embeddings()
-    module.eval()
-    z = torch.as_tensor(np.asarray(centroids, dtype=np.float32), device=device)
-    out = {}
-    with torch.no_grad():
-        for name, k in _MODALITY_INDEX.items():
-            v = torch.as_tensor(features[name].to_numpy(np.float32), device=device)
-            out[name] = pd.DataFrame(module.decode(z, v, k).float().cpu().numpy(),
-                                     columns=features[name].index)
-    return out
+    Returns
+    -------
+    dict
+        Per modality, rows = centroids, columns = features (decoder target units).
+    """
+    return {name: model.decode(centroids, name) for name in ("rna", "other")}
 
 
 def _decoder_markers(mods, groupby, *, model, use_rep, n_genes, modality):
-    if model is None or not hasattr(model, "module") or not hasattr(model, "get_feature_embeddings"):
+    if model is None or not hasattr(model, "decode"):
         raise CellBridgeInputError(
-            "source='decoder' needs `model=` a trained BiCLUM model (with `.module` and "
+            "source='decoder' needs `model=` a trained BiCLUM model (it has `.decode` and "
             "`get_feature_embeddings()`)."
         )
     Z, labels = [], []
@@ -180,7 +180,7 @@ def _decoder_markers(mods, groupby, *, model, use_rep, n_genes, modality):
         raise CellBridgeInputError("marker genes need at least two groups.")
     centroids = np.vstack([Z[labels == g].mean(0) for g in groups])
     decoded = decoded_centroids(model, centroids)
-    wanted = list(_MODALITY_INDEX) if modality is None else [modality]
+    wanted = list(_MODALITIES) if modality is None else [modality]
     frames, universe = [], {}
     for name in wanted:
         if name not in decoded:
@@ -207,8 +207,8 @@ def _decoder_markers(mods, groupby, *, model, use_rep, n_genes, modality):
 # --------------------------------------------------------------------------------------------
 def marker_genes(
     data,
-    groupby: str,
     *,
+    groupby: str,
     source: str = "rna",
     n_genes: int | None = 50,
     model=None,

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from .._errors import CellBridgeInputError
 from .._utils import sample_or_all
 from .._validate import as_embedding
-from ..neighbors import knn_graph  # noqa: F401  (the graph of leiden)
+from ..neighbors import knn_graph
 
 __all__ = ["leiden", "kmeans", "estimate_n_clusters", "consensus_clusters"]
 

@@ -58,7 +58,7 @@ def test_deterministic_on_cpu(split_rna):
 
 def test_reference_preset_exact_mode_runs(split_rna):
     model = _model(split_rna, preset="reference", max_epochs=2)
-    assert model.params.feature_mode == "exact" and model.profiles[0].shape[1] == 300
+    assert model.params.feature_mode == "exact" and model.profiles["other"].shape[1] == 300
     model.train(progress=False)
     assert np.isfinite(model.get_latent(modality="other")).all()
 
@@ -169,8 +169,9 @@ def test_presets_choose_the_approximate_mnn_search(split_rna, monkeypatch, prese
     a, b = model.data.shared_pca(model.params.mnn_dims) if preset == "default" else model.data.shared_views()
     k = model.params.k_mnn
     assert model.params.mnn_ann == search
-    np.testing.assert_array_equal(model.cell_pairs, pairs.mnn_pairs(a, b, k=k, method=search))
-    exact = {tuple(p) for p in pairs.mnn_pairs(a, b, k=k, method="exact")}
+    # model.cell_pairs holds (rna cell, other cell); mnn_pairs(a=other, b=rna) gives (other, rna)
+    np.testing.assert_array_equal(model.cell_pairs, pairs.mnn_pairs(a, b, k=k, method=search)[:, ::-1])
+    exact = {tuple(p) for p in pairs.mnn_pairs(a, b, k=k, method="exact")[:, ::-1]}
     assert len({tuple(p) for p in model.cell_pairs} & exact) / len(exact) > 0.9
 
 
@@ -181,10 +182,10 @@ def test_real_cite_protein_pairs_follow_the_map(shared_data):
         cb.BiCLUM(rna, adt, modality="protein")  # X holds normalised values
     model = cb.BiCLUM(rna, adt, modality="protein", layer_rna="counts", layer_other="counts",
                       k_mnn=30, n_profile=256, max_epochs=3)
-    proteins, genes = model.transforms[0].features, model.transforms[1].features
+    proteins, genes = model.transforms["other"].features, model.transforms["rna"].features
     mapping = cb.pp.protein_to_gene(proteins)
     # D7: every feature pair joins a protein with the gene it maps to, never by position.
-    for p, g in model.feature_pairs:
+    for g, p in model.feature_pairs:  # (rna feature, other feature), the order of the whole API
         assert mapping[proteins[p]] == genes[g]
     assert len(model.feature_pairs) >= 8 and len(model.cell_pairs) > 0  # RNA holds only 1000 genes
     model.train(progress=False)
@@ -220,6 +221,6 @@ def test_bf16_mixed_precision_agrees_with_float32(split_rna):
 def test_options_run_and_embed(split_rna, options):
     model = _model(split_rna, max_epochs=2, **options)
     if options.get("profile") == "metacells":
-        assert model.profiles[0].shape == (200, 40)
+        assert model.profiles["other"].shape == (200, 40)
     model.train(progress=False)
     assert np.isfinite(model.get_latent(modality="rna")).all()

@@ -279,7 +279,7 @@ def _fit_modality(X_counts, features: list[str], kind: str, n_pcs: int, seed: in
 
 
 def cell_pairs(data: UnpairedData, params: BiCLUMParams, seed: int) -> np.ndarray:
-    """MNN pairs ``(other cell, rna cell)`` on the scaled shared features (reference) or on their
+    """MNN pairs ``(rna cell, other cell)`` on the scaled shared features (reference) or on their
     joint PCA (``mnn_rep="pca"``), optionally smoothed first over each modality's own kNN graph
     (``mnn_smooth`` neighbours in the cell-encoder PCA, ``mnn_smooth_weight`` kept of the cell itself).
 
@@ -306,7 +306,7 @@ def cell_pairs(data: UnpairedData, params: BiCLUMParams, seed: int) -> np.ndarra
         (wa, ma), (wb, mb), _ = cca(own[0][pairs[:, 0]], own[1][pairs[:, 1]], params.cca_dims)
         pairs = mnn_pairs(smooth(((own[0] - ma) @ wa).astype(np.float32), 0),
                           smooth(((own[1] - mb) @ wb).astype(np.float32), 1), **search)
-    return pairs
+    return np.ascontiguousarray(pairs[:, ::-1])
 
 
 def feature_profiles(data: UnpairedData, params: BiCLUMParams, seed: int) -> list[np.ndarray]:

@@ -119,23 +119,34 @@ class BiCLUM:
             protein_map=protein_map, layer_rna=layer_rna, layer_other=layer_other, seed=seed,
         )
         self.timings = {"prepare": time.perf_counter() - clock}
-        self.transforms = (self.data.other.transform, self.data.rna.transform)
+        self._transforms = (self.data.other.transform, self.data.rna.transform)  # module index order
         clock = time.perf_counter()
         self.cell_pairs = cell_pairs(self.data, self.params, seed)
         self.timings["pairs"] = time.perf_counter() - clock
-        self.feature_pairs = self.data.feature_pairs
-        self.profiles = feature_profiles(self.data, self.params, seed)
+        self.feature_pairs = _module_order(self.data.feature_pairs)  # (rna feature, other feature)
+        self._profiles = feature_profiles(self.data, self.params, seed)  # module index order
         self.module = self._build_module()
         self.history_: list[dict[str, Any]] = []
         self.train_summary_: dict[str, Any] = {}
         self.is_trained_ = False
+
+    @property
+    def transforms(self) -> dict[str, ExpressionTransform]:
+        """The fitted normalisation, scaling and PCA of each modality (``{"rna": ..., "other": ...}``),
+        applied to new cells by :meth:`get_latent`."""
+        return {"rna": self._transforms[RNA], "other": self._transforms[OTHER]}
+
+    @property
+    def profiles(self) -> dict[str, np.ndarray]:
+        """The feature-encoder input of each modality (features x profile width)."""
+        return {"rna": self._profiles[RNA], "other": self._profiles[OTHER]}
 
     # ---------------------------------------------------------------- setup
     def _build_module(self) -> BiCLUMModule:
         data = self.data
         return BiCLUMModule(
             (data.other.pca.shape[1], data.rna.pca.shape[1]),
-            (self.profiles[0].shape[1], self.profiles[1].shape[1]),
+            (self._profiles[0].shape[1], self._profiles[1].shape[1]),
             (len(data.other.features), len(data.rna.features)),
             self.params.n_latent,
         ).to(self.device)
@@ -198,8 +209,8 @@ class BiCLUM:
                            seed=self.seed)
 
     def _train_inputs(self) -> TrainInputs:
-        return TrainInputs((self.data.other, self.data.rna), self.params.target, self.profiles,
-                           np.asarray(self.feature_pairs), np.asarray(self.cell_pairs))
+        return TrainInputs((self.data.other, self.data.rna), self.params.target, self._profiles,
+                           _module_order(self.feature_pairs), _module_order(self.cell_pairs))
 
     # ---------------------------------------------------------------- outputs
     def _modality_index(self, adata: AnnData | None, modality: str | None) -> int:
@@ -252,7 +263,7 @@ class BiCLUM:
         return encode_all(lambda part: self.module.encode_cells(part, k), x, precision=self.params.precision)
 
     def _project(self, adata: AnnData, k: int, layer: str | None) -> np.ndarray:
-        transform = self.transforms[k]
+        transform = self._transforms[k]
         X = adata.layers[layer] if layer else adata.X
         check_finite(X, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
         idx = adata.var_names.get_indexer(transform.features)
@@ -277,10 +288,34 @@ class BiCLUM:
         self.module.eval()
         out = {}
         for k, name in ((OTHER, "other"), (RNA, "rna")):
-            profiles = torch.as_tensor(self.profiles[k], device=self.device)
+            profiles = torch.as_tensor(self._profiles[k], device=self.device)
             emb = encode_all(lambda part: self.module.encode_features(part, k), profiles, precision=self.params.precision)
-            out[name] = pd.DataFrame(emb, index=self.transforms[k].features)
+            out[name] = pd.DataFrame(emb, index=self._transforms[k].features)
         return out
+
+    def decode(self, z: np.ndarray, modality: str = "rna") -> pd.DataFrame:
+        """The decoder's prediction of every model feature of one modality at points of the joint space.
+
+        Parameters
+        ----------
+        z
+            Points of the joint space (rows x ``n_latent``), e.g. cluster centroids of cell embeddings.
+        modality
+            ``"rna"`` or ``"other"``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Rows of ``z`` x features, in the decoder's target units (raw counts with
+            ``target="counts"``, z-scored values with ``"scaled"``).
+        """
+        k = self._modality_index(None, modality)
+        features = self.get_feature_embeddings()["rna" if k == RNA else "other"]
+        self.module.eval()
+        with torch.no_grad():
+            v = torch.as_tensor(features.to_numpy(np.float32), device=self.device)
+            x = self.module.decode(torch.as_tensor(np.asarray(z, dtype=np.float32), device=self.device), v, k)
+        return pd.DataFrame(x.float().cpu().numpy(), columns=features.index)
 
     def to_mudata(self, key_added: str = "biclum"):
         """Copies of both modalities with ``obsm[f"X_{key_added}"]``, ``varm[f"X_{key_added}"]`` (NaN
@@ -328,11 +363,11 @@ class BiCLUM:
             :class:`FileExistsError`).
         """
         metas, extra = [], {}
-        for k, t in enumerate(self.transforms):
+        for k, t in enumerate(self._transforms):
             meta, arrays = t.to_dict()
             metas.append(meta)
             extra.update({f"transform{k}.{name}": a for name, a in arrays.items()})
-            extra[f"profiles{k}"] = self.profiles[k]
+            extra[f"profiles{k}"] = self._profiles[k]
         metadata = {"model": "BiCLUM", "modality": self.modality, "preset": self.preset, "seed": self.seed,
                     "params": to_json(self.params), "transforms": metas,
                     "history": self.history_, "train_summary": self.train_summary_}
@@ -370,17 +405,23 @@ class BiCLUM:
         self.history_, self.train_summary_ = meta["history"], meta.get("train_summary", {})
         self.is_trained_ = True
         extra = {k[len("extra/"):]: v.numpy() for k, v in state.items() if k.startswith("extra/")}
-        self.transforms = tuple(
+        self._transforms = tuple(
             ExpressionTransform.from_dict(m, {n: extra[f"transform{k}.{n}"] for n in ARRAYS})
             for k, m in enumerate(meta["transforms"])
         )
-        self.profiles = [extra["profiles0"], extra["profiles1"]]
+        self._profiles = [extra["profiles0"], extra["profiles1"]]
         self.module = BiCLUMModule(
-            tuple(t.components.shape[0] for t in self.transforms),
-            tuple(p.shape[1] for p in self.profiles),
-            tuple(len(t.features) for t in self.transforms),
+            tuple(t.components.shape[0] for t in self._transforms),
+            tuple(p.shape[1] for p in self._profiles),
+            tuple(len(t.features) for t in self._transforms),
             self.params.n_latent,
         )
         self.module.load_state_dict({k: v for k, v in state.items() if not k.startswith("extra/")})
         self.module.to(self.device)
         return self
+
+
+def _module_order(pairs: np.ndarray) -> np.ndarray:
+    """Swap the two columns of index pairs: (rna, other), the order of the user API, <-> (other,
+    rna), the order of the network's modality index (``OTHER, RNA = 0, 1``)."""
+    return np.ascontiguousarray(np.asarray(pairs)[:, ::-1])
