@@ -288,3 +288,46 @@ def wnn_leiden(reps: dict, obs, k: int | None, seed: int = 0):
     mdata = mudata.MuData(mods)
     mu.pp.neighbors(mdata, n_neighbors=15, random_state=seed)
     return leiden_weighted(mdata.obsp["connectivities"], resolution=1.0, seed=seed, n_clusters=k)
+
+
+# --- the derived weak-linkage case -------------------------------------------------------------
+
+WEAK_N_GENES, WEAK_N_PROTEINS, WEAK_N_LINKED = 2000, 13, 5
+
+
+def load_dataset(name: str):
+    """``(rna, other, spec, notes)`` of a shared paired set (:func:`load_paired`) or of the derived
+    weak-linkage case ``teaseq_weak13``: TEA-seq with the RNA cut to its 2,000 seurat_v3 HVGs
+    (scanpy, on raw counts) and 13 of the 46 proteins, drawn with ``numpy.random.default_rng(0)``:
+    5 whose gene (CellBridge's protein -> gene map) is in the 2,000-gene panel and 8 whose gene is
+    not in the panel or that map to no gene (isotype controls excluded). So only 5 protein-gene
+    links connect the two modalities, as in real panels of 10-30 proteins."""
+    import warnings
+
+    import anndata as ad
+    import numpy as np
+    import scanpy as sc
+    import scipy.sparse as sp
+
+    import cellbridge as cb
+
+    if name != "teaseq_weak13":
+        rna, other, spec = load_paired(name)
+        return rna, other, dict(spec), {}
+    rna, adt, spec = load_paired("teaseq_pbmc")
+    genes = ad.AnnData(sp.csr_matrix(rna.X, dtype=np.float32))
+    sc.pp.highly_variable_genes(genes, n_top_genes=min(WEAK_N_GENES, genes.n_vars), flavor="seurat_v3")
+    rna = rna[:, genes.var["highly_variable"].to_numpy()].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mapping = cb.pp.protein_to_gene(list(adt.var_names))
+    names = [p for p in adt.var_names if not cb.pp.protein.is_isotype_control(p)]
+    linked = sorted(p for p in names if isinstance(mapping[p], str) and mapping[p] in rna.var_names)
+    unlinked = sorted(p for p in names if p not in linked)
+    rng = np.random.default_rng(0)
+    pick = list(rng.choice(linked, WEAK_N_LINKED, replace=False)) + list(
+        rng.choice(unlinked, WEAK_N_PROTEINS - WEAK_N_LINKED, replace=False))
+    adt = adt[:, [p for p in adt.var_names if p in set(pick)]].copy()
+    notes = {"derived_from": "teaseq_pbmc", "rna_genes": int(rna.n_vars), "proteins": list(adt.var_names),
+             "linked_proteins": sorted(set(pick) & set(linked)), "n_linked_in_full_panel": len(linked)}
+    return rna, adt, dict(DATASETS["teaseq_pbmc"]), notes

@@ -35,7 +35,7 @@ def main(name: str, variants: list[dict], seconds: float) -> None:
     for variant in variants:
         model.params = base.replace(**variant)
         model.cell_pairs = cell_pairs(model.data, model.params, model.seed)
-        model.profiles = feature_profiles(model.data, model.params, model.seed)
+        model._profiles = feature_profiles(model.data, model.params, model.seed)
         cb.models.training.set_seed(0)
         model.module = model._build_module()
         summary = model.train(max_time=seconds, progress=False).train_summary_

@@ -165,7 +165,7 @@ def test_presets_choose_the_approximate_mnn_search(split_rna, monkeypatch, prese
     import cellbridge.neighbors as pairs
 
     monkeypatch.setattr(pairs, "EXACT_KNN_MAX_CELLS", 100)  # 300 cells per modality: approximate
-    model = _model(split_rna, preset=preset)
+    model = _model(split_rna, preset=preset, mnn_smooth=0, pair_refine=0)  # the search itself, unsmoothed
     a, b = model.data.shared_pca(model.params.mnn_dims) if preset == "default" else model.data.shared_views()
     k = model.params.k_mnn
     assert model.params.mnn_ann == search
@@ -224,3 +224,24 @@ def test_options_run_and_embed(split_rna, options):
         assert model.profiles["other"].shape == (200, 40)
     model.train(progress=False)
     assert np.isfinite(model.get_latent(modality="rna")).all()
+
+
+def test_smoothing_and_refinement_give_pairs_of_the_same_type_more_often():
+    """The default's pairs (linked features smoothed over each modality's own neighbours, then a
+    CCA refinement on all features) join cells of the same type more often than plain MNN on a
+    weakly linked panel: 6 of 20 simulated proteins keep their gene in the RNA."""
+    sim = cb.datasets.simulate_multiome(600, n_genes=300, n_types=5, seed=3)
+    rna, adt = sim["rna"].copy(), sim["adt"].copy()
+    mapping = cb.pp.protein_to_gene(list(adt.var_names))
+    linked = [g for g in mapping.dropna() if g in rna.var_names][:6]
+    rna = rna[:, [g for g in rna.var_names if g not in set(mapping.dropna()) or g in linked]].copy()
+    types = rna.obs["cell_type"].astype(str).to_numpy()
+
+    def agreement(**kw) -> float:
+        model = cb.BiCLUM(rna, adt, modality="protein", k_mnn=20, n_pcs=20, seed=0, **kw)
+        assert len(model.cell_pairs) > 0
+        return float(np.mean(types[model.cell_pairs[:, 0]] == types[model.cell_pairs[:, 1]]))
+
+    plain = agreement(mnn_smooth=0, pair_refine=0)
+    assert agreement(mnn_smooth=15, pair_refine=0) > plain
+    assert agreement() > plain  # the default: mnn_smooth=15, pair_refine=1
