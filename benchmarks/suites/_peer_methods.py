@@ -28,8 +28,9 @@ to be capped for tiny panels are noted where they are set):
 - totalVI (scvi-tools): the totalVI tutorial (4,000 seurat_v3 HVGs from counts, proteins in
   ``obsm``, ``TOTALVI.setup_anndata(layer="counts", protein_expression_obsm_key=...)``,
   ``train()`` with its default epochs; ``get_latent_representation()``), time-boxed.
-- MultiVI (scvi-tools): the MultiVI tutorial (genes then peaks in one AnnData, peaks kept in
-  at least 1% of cells, ``MULTIVI.setup_anndata``; ``train()`` default epochs), time-boxed with
+- MultiVI (scvi-tools 1.4): the MultiVI MuData tutorial (``MuData({"rna", "atac"})``, peaks kept
+  in more than 1% of cells, ``MULTIVI.setup_mudata(modalities={"rna_layer": "rna", "atac_layer":
+  "atac"})``; ``train()`` default epochs), time-boxed with
   Lightning's ``max_time``; the epochs reached are recorded.
 - MOFA+ (mofapy2 through ``muon.tl.mofa``): muon's MOFA tutorial (log-normalised HVGs, CLR ADT or
   TF-IDF HV peaks, ``use_var="highly_variable"``, 10 factors by default here, ``convergence_mode``
@@ -39,7 +40,9 @@ Run-time patches (documented in ``benchmarks/peers-requirements.txt``): MaxFuse 
 step calls ``anndata.AnnData(..., dtype=...)`` (removed in anndata 0.12) and scanpy's
 approximate kNN (fails on scipy 1.17 sparse arrays, ``getnnz``); :func:`_patch_maxfuse`
 replaces ``maxfuse.graph.construct_graph`` with an equivalent that builds the same UMAP
-connectivities with scanpy's exact (scikit-learn) kNN transformer.
+connectivities with scanpy's exact (scikit-learn) kNN transformer. scGLUE's balancing step
+calls ``sc.pp.neighbors`` on the pynndescent path above 4,096 cells, which hits the same
+``getnnz`` failure: :func:`_patch_scanpy_getnnz` converts the matrix to ``csr_matrix`` there.
 """
 
 from __future__ import annotations
@@ -150,7 +153,7 @@ def _other_input(other, spec, data_dir):
 
 
 def u_pca(rna, other, spec, seed, max_time=None, data_dir=None, **_):
-    from cellbridge.pp.unpaired import prepare_unpaired
+    from cellbridge.models.biclum._data import prepare_unpaired
 
     other = _other_input(other, spec, data_dir)
     d = prepare_unpaired(rna, other, modality=spec["modality"], seed=seed)
@@ -171,15 +174,15 @@ def u_harmony(rna, other, spec, seed, max_time=None, data_dir=None, **_):
     return C[: len(z_o)].astype(np.float32), C[len(z_o):].astype(np.float32), info
 
 
-def _biclum(preset):
+def _biclum(preset, **overrides):
     def run(rna, other, spec, seed, max_time=None, data_dir=None, **_):
         import cellbridge as cb
 
         other = _other_input(other, spec, data_dir)
-        m = cb.BiCLUM(rna, other, modality=spec["modality"], preset=preset, seed=seed)
-        hist = m.train(max_time=max_time, progress=False)
-        info = {"epochs": len(hist["loss"]), "max_time": max_time,
-                "train_seconds": float(hist["seconds"][0]) if "seconds" in hist else None}
+        m = cb.BiCLUM(rna, other, modality=spec["modality"], preset=preset, seed=seed, **overrides)
+        summary = m.train(max_time=max_time, progress=False).train_summary_
+        info = {"epochs": summary["epochs"], "max_time": max_time, "train_seconds": float(summary["seconds"]),
+                "params": {k: getattr(m.params, k) for k in ("mnn_smooth", "pair_refine", "cca_dims")}}
         return np.asarray(m.get_latent(other, "other")), np.asarray(m.get_latent(rna, "rna")), info
     return run
 
@@ -291,9 +294,24 @@ class _TimeBox:
                 engine.terminate()
 
 
+def _patch_scanpy_getnnz():
+    """scanpy 1.11.5 + scipy 1.17: above 4,096 cells ``sc.pp.neighbors`` takes the pynndescent
+    path, whose sparse distance matrix is a ``csr_array`` without ``getnnz``
+    (``scanpy.neighbors._common._ind_dist_shortcut``). Wrap that helper to pass it a
+    ``csr_matrix`` (same values). Hit by scGLUE's balancing step on mop_snare."""
+    from scanpy.neighbors import _common as c
+
+    if getattr(c, "_cellbridge_patched", False):
+        return
+    orig = c._ind_dist_shortcut
+    c._ind_dist_shortcut = lambda d: orig(sp.csr_matrix(d) if sp.issparse(d) else d)
+    c._cellbridge_patched = True
+
+
 def u_scglue(rna, other, spec, seed, max_time=None, data_dir=None, **_):
     if spec["modality"] != "atac":
         raise NotApplicable("scGLUE integrates RNA with ATAC peaks; this set's other modality is ADT")
+    _patch_scanpy_getnnz()
     import itertools
 
     import anndata as ad
@@ -351,6 +369,8 @@ UNPAIRED = {
     "pca": u_pca,
     "harmony": u_harmony,
     "biclum_default": _biclum("default"),
+    # the default before mnn_smooth / pair_refine (cached rows were run at 046fc9c, whose default it is)
+    "biclum_previous_default": _biclum("default", mnn_smooth=0, pair_refine=0),
     "biclum_reference": _biclum("reference"),
     "maxfuse": u_maxfuse,
     "scglue": u_scglue,
@@ -375,14 +395,14 @@ def set_run_dir(path) -> None:
 
 def leiden_to_k(z: np.ndarray, k: int, seed: int) -> np.ndarray:
     """The one Leiden-to-K code of the suite: 15-NN graph, resolution bisected to K."""
-    from cellbridge.models.scmdcf import knn_igraph, leiden_graph_n_clusters
+    from cellbridge.tl import leiden
 
-    return np.asarray(leiden_graph_n_clusters(knn_igraph(np.asarray(z, np.float32), 15), k, seed=seed))
+    return leiden(np.asarray(z, np.float32), n_clusters=k, n_neighbors=15, seed=seed, flavor="leidenalg")
 
 
 def _modality_reps(rna, other, spec, seed):
     """Per-modality representations of the WNN/MOFA-free baselines (CellBridge's paired prep)."""
-    from cellbridge.pp import prepare_paired
+    from cellbridge.models.scmdcf._data import prepare_paired
 
     prna, poth = prepare_paired(rna, other, modality=spec["modality"], seed=seed)
     r = pca(prna.X, 50, seed)
@@ -414,19 +434,18 @@ def _scmdcf(estimate: bool):
             info["k_estimated"] = int(getattr(m, "n_clusters_", len(np.unique(lab))))
             info["labels_estimated_k"] = lab.tolist()
             lab = leiden_to_k(z, k, seed)  # NMI/ARI at the true K from its embedding
-        info["cells"] = list(m.rna.obs_names)
+        info["cells"] = list(m.obs_names_)
         return z, lab, info
     return run
 
 
 def p_wnn(rna, other, spec, k, seed, **_):
-    import igraph as ig
     import mudata
     import muon as mu
     import scanpy as sc
 
-    from cellbridge.models.scmdcf import leiden_graph_n_clusters
-    from cellbridge.pp import prepare_paired
+    from cellbridge.models.scmdcf._data import prepare_paired
+    from cellbridge.tl.clustering import leiden_on_graph
 
     prna, poth = prepare_paired(rna, other, modality=spec["modality"], seed=seed)
     r = pca(prna.X, 50, seed)
@@ -442,10 +461,8 @@ def p_wnn(rna, other, spec, k, seed, **_):
         mods[name] = m
     md = mudata.MuData(mods)
     mu.pp.neighbors(md, n_neighbors=15, random_state=seed)
-    C = sp.triu(md.obsp["connectivities"], k=1).tocoo()
-    g = ig.Graph(n=md.n_obs, edges=list(zip(C.row.tolist(), C.col.tolist())),
-                 edge_attrs={"weight": C.data.astype(float).tolist()})
-    lab = np.asarray(leiden_graph_n_clusters(g, k, seed=seed, weights="weight"))
+    lab = leiden_on_graph(sp.csr_matrix(md.obsp["connectivities"]), n_clusters=k, seed=seed, flavor="leidenalg",
+                          weighted=True)
     w = {c: float(np.mean(md.obs[c])) for c in md.obs.columns if "weight" in c}
     return None, lab, {"cells": list(prna.obs_names), "mean_modality_weights": w}
 
@@ -499,11 +516,14 @@ def p_multivi(rna, other, spec, k, seed, max_time=None, **_):
     A = sp.csr_matrix(other.X, dtype=np.float32)
     keep = np.asarray((A > 0).sum(0)).ravel() > 0.01 * A.shape[0]
     A = A[:, keep]
-    var = pd.DataFrame({"modality": ["Gene Expression"] * R.shape[1] + ["Peaks"] * A.shape[1]},
-                       index=pd.Index([f"g:{g}" for g in rna.var_names] + [f"p:{p}" for p in other.var_names[keep]]))
-    a = ad.AnnData(sp.hstack([R, A]).tocsr(), obs=rna.obs[[]].copy(), var=var)
-    scvi.model.MULTIVI.setup_anndata(a)
-    model = scvi.model.MULTIVI(a, n_genes=R.shape[1], n_regions=A.shape[1])
+    import mudata
+
+    r = ad.AnnData(R, obs=rna.obs[[]].copy(), var=pd.DataFrame(index=rna.var_names.astype(str)))
+    p = ad.AnnData(A, obs=rna.obs[[]].copy(), var=pd.DataFrame(index=other.var_names[keep].astype(str)))
+    md = mudata.MuData({"rna": r, "atac": p})
+    # scvi-tools 1.4: MULTIVI.setup_anndata is deprecated (a no-op); the MuData route of its tutorial
+    scvi.model.MULTIVI.setup_mudata(md, modalities={"rna_layer": "rna", "atac_layer": "atac"})
+    model = scvi.model.MULTIVI(md)
     model.train(accelerator="cpu", enable_progress_bar=False, **_lightning_time(max_time))
     z = np.asarray(model.get_latent_representation(), np.float32)
     hist = model.history
@@ -561,46 +581,12 @@ PAIRED = {
 # datasets (the shared sets plus the derived weak-linkage case)
 # ------------------------------------------------------------------------------------------------
 
-WEAK_N_GENES, WEAK_N_PROTEINS, WEAK_N_LINKED = 2000, 13, 5
-
-
 def load_dataset(name: str, data_dir: Path):
-    """``(rna, other, spec, notes)``: raw counts, same cells in the same order.
+    """``(rna, other, spec, notes)``: :func:`_common.load_dataset` (the shared sets and the derived
+    weak-linkage case ``teaseq_weak13``)."""
+    from _common import load_dataset as load
 
-    ``teaseq_weak13`` (derived, seeded): TEA-seq with the RNA cut to its 2,000 seurat_v3 HVGs
-    (scanpy, on raw counts) and 13 of the 46 proteins, drawn with ``numpy.random.default_rng(0)``:
-    5 whose gene (CellBridge's protein -> gene map) is in the 2,000-gene panel and 8 whose gene is
-    not in the panel or that map to no gene (isotype controls excluded). So only 5 protein-gene
-    links connect the two modalities.
-    """
-    from _common import DATASETS, load_paired
-
-    import cellbridge as cb
-
-    if name != "teaseq_weak13":
-        rna, other, spec = load_paired(name)
-        spec = dict(spec)
-        return rna, other, spec, {}
-    rna, adt, spec = load_paired("teaseq_pbmc")
-    spec = dict(DATASETS["teaseq_pbmc"])
-    hv = hvg_seurat_v3(rna.X, WEAK_N_GENES)
-    rna = rna[:, hv].copy()
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mapping = cb.pp.protein_to_gene(list(adt.var_names))
-    names = [p for p in adt.var_names if not cb.pp.protein.is_isotype_control(p)]
-    linked = sorted(p for p in names if isinstance(mapping[p], str) and mapping[p] in rna.var_names)
-    unlinked = sorted(p for p in names if p not in linked)
-    rng = np.random.default_rng(0)
-    pick = list(rng.choice(linked, WEAK_N_LINKED, replace=False)) + list(
-        rng.choice(unlinked, WEAK_N_PROTEINS - WEAK_N_LINKED, replace=False))
-    adt = adt[:, [p for p in adt.var_names if p in set(pick)]].copy()
-    notes = {"derived_from": "teaseq_pbmc", "rna_genes": int(rna.n_vars), "proteins": list(adt.var_names),
-             "linked_proteins": sorted(set(pick) & set(linked)),
-             "n_linked_in_full_panel": len(linked)}
-    return rna, adt, spec, notes
+    return load(name)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -740,7 +726,7 @@ def summary_table(records: list[dict], datasets: list[str], methods: list[str], 
             cells = []
             for key, _, hib in columns:
                 m, sd, _n = row[key]
-                c = fmt(m, sd)
+                c = fmt(m, sd, 1 if key.startswith("k_") else 3)
                 if m is not None and best.get(key) is not None and round(m, 3) == round(best[key], 3):
                     c = f"**{c}**"
                 cells.append(c)
@@ -780,6 +766,8 @@ def main(kind: str, script: Path, adapters: dict, datasets: list[str], methods: 
     ap.add_argument("--merge", action="store_true", help="add/replace rows in the existing result file")
     ap.add_argument("--rerun", action="store_true", help="ignore cached runs under /work/peer_runs")
     ap.add_argument("--metrics-only", action="store_true", help="score cached runs only, run nothing")
+    ap.add_argument("--rescore", action="store_true",
+                    help="recompute the metrics from the cached embeddings (else cached metrics are reused)")
     ap.add_argument("--time-box", nargs="*", default=[], metavar="METHOD[@DATASET]=SECONDS",
                     help="override the training time boxes")
     ap.add_argument("--out", default=str(RESULTS / "peers" / kind))
@@ -814,9 +802,15 @@ def main(kind: str, script: Path, adapters: dict, datasets: list[str], methods: 
                 info = json.loads(path.with_suffix(".json").read_text())
                 rec = {k: v for k, v in info.items() if k != "traceback"}
                 if info.get("status") == "ok":
-                    t0 = time.perf_counter()
-                    rec["metrics"] = score(np.load(path.with_suffix(".npz"), allow_pickle=False), info)
-                    rec["metric_seconds"] = time.perf_counter() - t0
+                    mpath = path.with_suffix(".metrics.json")
+                    if (mpath.exists() and not args.rescore
+                            and mpath.stat().st_mtime >= path.with_suffix(".npz").stat().st_mtime):
+                        rec.update(json.loads(mpath.read_text()))
+                    else:
+                        t0 = time.perf_counter()
+                        rec["metrics"] = score(np.load(path.with_suffix(".npz"), allow_pickle=False), info)
+                        rec["metric_seconds"] = time.perf_counter() - t0
+                        mpath.write_text(json.dumps({k: rec[k] for k in ("metrics", "metric_seconds")}))
                 records.append(rec)
                 print(f"{ds} {meth} seed{seed}: {rec.get('status')} "
                       f"{json.dumps(rec.get('metrics', rec.get('reason')), default=str)[:300]}", flush=True)

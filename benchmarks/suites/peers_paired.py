@@ -22,7 +22,7 @@ cached under /work/peer_runs/paired/DATASET/METHOD/seedS.npz (+ .json).
 
     python benchmarks/suites/peers_paired.py                         # everything, seeds 0 1 2
     python benchmarks/suites/peers_paired.py --datasets teaseq_pbmc --methods scmdcf_default --merge --rerun
-    python benchmarks/suites/peers_paired.py --metrics-only --merge  # re-score cached runs
+    python benchmarks/suites/peers_paired.py --metrics-only --merge --rescore  # re-score cached runs
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ DATASETS = ["teaseq_pbmc", "bmmc_cite_small", "bmmc_multiome_small", "pbmc10k_ci
 METHODS = ["scmdcf_default", "scmdcf_estimated_k", "wnn", "totalvi", "multivi", "mofa", "pca_concat", "pca_rna"]
 TIME_BOXES = {"multivi": {"*": 120, "mop_snare": 600}, "totalvi": {"*": 120, "pbmc10k_cite_unnamed": 300}}
 COLUMNS = [("nmi", "NMI", True), ("ari", "ARI", True), ("k_used", "K used", None), ("k_estimated", "K estimated", None),
+           ("nmi_estimated_k", "NMI at est. K", None),
            ("cv_accuracy", "15-NN CV acc", True)]
 ATAC = ("bmmc_multiome_small", "mop_snare")
 

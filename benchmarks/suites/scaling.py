@@ -75,7 +75,7 @@ def run_size(n: int, epochs: int, threads: int, metric_cells: int, mnn_options: 
     rec["n_cell_pairs"] = len(model.cell_pairs)
     types_other, types_rna = (x.obs["cell_type"].astype(str).to_numpy() for x in (gam, rna))
     pairs = model.cell_pairs
-    rec["mnn_same_type"] = float(np.mean(types_other[pairs[:, 0]] == types_rna[pairs[:, 1]]))
+    rec["mnn_same_type"] = float(np.mean(types_rna[pairs[:, 0]] == types_other[pairs[:, 1]]))  # (rna, other)
     summary = model.train(max_epochs=epochs, patience=epochs + 1, progress=False).train_summary_
     ph["train_per_epoch"] = summary["seconds"] / summary["epochs"]
     rec["epochs"] = summary["epochs"]
