@@ -430,7 +430,7 @@ def test_every_logger_is_the_package_logger(file):
 #: src modules with public functions and no test file of their own: module -> reason
 MIRROR_EXCEPTIONS: dict[str, str] = {
     "workflows.py": "the CLI's workflows: exercised end to end through `cellbridge ...` in tests/test_cli.py",
-    "tl/_regulatory.py": "another engineer's module in progress (tests/tl/ beside _links and _markers)",
+    "tl/_regulatory.py": "tested with the links it reads, in tests/tl/test_links.py (regulatory_readout tests)",
 }
 
 

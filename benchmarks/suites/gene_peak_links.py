@@ -51,10 +51,8 @@ def _threads(n: int) -> None:
 
 
 def _shared_pca(rna, gam):
-    try:
-        from cellbridge.pp.unpaired import prepare_unpaired
-    except ImportError:  # moved by the package restructure
-        from cellbridge.models.biclum._data import prepare_unpaired
+    from cellbridge.models.biclum._data import prepare_unpaired
+
     z_other, z_rna = prepare_unpaired(rna, gam, modality="atac").shared_pca(50)
     return np.asarray(z_rna), np.asarray(z_other)
 
@@ -71,13 +69,10 @@ def embed(method: str, cache: Path, max_time: float) -> dict:
         z_rna, z_atac = _shared_pca(rna, gam)
     else:
         model = cb.BiCLUM(rna, gam, modality="atac", seed=0, preset=method)
-        out = model.train(max_time=max_time, progress=False)
-        history = getattr(model, "history_", out)  # rows per epoch (>= 0.2) or a dict of lists
-        meta["epochs"] = len(history) if isinstance(history, list) else int(
-            max((len(v) for v in history.values()), default=0))
+        model.train(max_time=max_time, progress=False)
+        meta["epochs"] = model.train_summary_["epochs"]
         meta["max_time_s"] = max_time
-        params = model.params
-        meta["max_epochs"] = int(params["max_epochs"] if isinstance(params, dict) else params.max_epochs)
+        meta["max_epochs"] = int(model.params.max_epochs)
         z_rna, z_atac = model.get_latent(rna), model.get_latent(gam)
     meta["embed_s"] = time.perf_counter() - clock
     cache.mkdir(parents=True, exist_ok=True)

@@ -379,7 +379,7 @@ def modality_rows(prepared: ad.AnnData, device: torch.device) -> DenseRows | Spa
         return SparseRows(prepared.X, mean, std, clip, device)
     if sp.issparse(prepared.X):
         raise CellBridgeInputError("a prepared modality is sparse but carries no per-batch scaling; "
-                                   "prepare it with cellbridge.pp.prepare_paired.")
+                                   "prepare it with cellbridge.models.scmdcf._data.prepare_paired.")
     return DenseRows(torch.as_tensor(prepared.X, dtype=torch.float32, device=device))
 
 
@@ -400,7 +400,7 @@ class PairedBatches:
 
     @classmethod
     def from_prepared(cls, rna: ad.AnnData, other: ad.AnnData, device: torch.device) -> PairedBatches:
-        """From the output of :func:`cellbridge.pp.prepare_paired`."""
+        """From the output of :func:`prepare_paired`."""
         return cls(modality_rows(rna, device), modality_rows(other, device))
 
     @classmethod
