@@ -114,3 +114,13 @@ def test_knn_indices_with_duplicates_and_too_few_cells():
     assert not (idx == np.arange(4)[:, None]).any()
     with pytest.raises(CellBridgeInputError, match="at least 2 cells"):
         knn_indices(np.zeros((1, 2)), 3)
+
+
+def test_smooth_over_neighbors_by_hand_and_missing_neighbours():
+    from cellbridge.neighbors import smooth_over_neighbors
+
+    X = np.array([[0.0, 0.0], [2.0, 4.0], [4.0, 8.0]], dtype=np.float32)
+    nbrs = np.array([[1, 2], [0, 2], [1, -1]])  # -1: not found (faiss IVF), left out of the mean
+    out = smooth_over_neighbors(X, nbrs, 0.5)
+    np.testing.assert_allclose(out, [[1.5, 3.0], [2.0, 4.0], [3.0, 6.0]])
+    np.testing.assert_array_equal(smooth_over_neighbors(X, nbrs, 1.0), X)

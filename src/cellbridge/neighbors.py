@@ -277,17 +277,29 @@ def smooth_over_neighbors(X: np.ndarray, neighbors: np.ndarray, self_weight: flo
     X
         Rows x features matrix to smooth.
     neighbors
-        Integer row indices of each row's neighbours in ``X`` (rows x k).
+        Integer row indices of each row's neighbours in ``X`` (rows x k); -1 marks a neighbour not
+        found (faiss IVF) and is left out of that row's mean.
     self_weight
         Weight of the row itself, in [0, 1]; the neighbours' mean gets ``1 - self_weight``.
 
     Returns
     -------
     numpy.ndarray
-        The smoothed matrix (float32), the shape of ``X``.
+        The smoothed matrix (float32), the shape of ``X``. Rows are processed in blocks, so memory
+        stays at a block's rows x k x features.
     """
     X = np.asarray(X, dtype=np.float32)
-    return (self_weight * X + (1.0 - self_weight) * X[neighbors].mean(axis=1)).astype(np.float32)
+    out = np.empty_like(X)
+    rows = max(1, (1 << 24) // max(neighbors.shape[1] * X.shape[1], 1))
+    for start in range(0, X.shape[0], rows):
+        idx = neighbors[start:start + rows]
+        if (idx >= 0).all():
+            mean = X[idx].mean(axis=1)
+        else:
+            found = (idx >= 0)[:, :, None]
+            mean = (X[np.maximum(idx, 0)] * found).sum(axis=1) / np.maximum(found.sum(axis=1), 1)
+        out[start:start + rows] = self_weight * X[start:start + rows] + (1.0 - self_weight) * mean
+    return out
 
 
 def mutual_pairs(a_to_b: np.ndarray, b_to_a: np.ndarray) -> np.ndarray:
