@@ -65,6 +65,20 @@ def make_pair():
     return _make_pair
 
 
+def _blobs(sizes=(50, 40, 30), dim: int = 4, seed: int = 0):
+    """Well separated Gaussian blobs: ``(points, labels)``."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    centers = rng.normal(size=(len(sizes), dim)) * 30
+    return centers[labels] + rng.normal(size=(labels.size, dim)), labels
+
+
+@pytest.fixture(scope="session")
+def blobs():
+    """The blob factory ``blobs(sizes=(50, 40, 30), dim=4, seed=0) -> (points, labels)``."""
+    return _blobs
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The checkout's root folder (holds ``src/``, ``tests/``, ``benchmarks/``)."""

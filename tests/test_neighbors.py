@@ -70,15 +70,8 @@ def test_mnn_feature_mismatch_errors():
 # ---------------------------------------------------------------------------- kNN graph
 
 
-def _blobs(sizes=(50, 40, 30), dim: int = 4, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(len(sizes)), sizes)
-    centers = rng.normal(size=(len(sizes), dim)) * 30
-    return centers[labels] + rng.normal(size=(labels.size, dim)), labels
-
-
-def test_knn_graph_is_symmetric_weighted_and_covers_neighbours():
-    X, _ = _blobs()
+def test_knn_graph_is_symmetric_weighted_and_covers_neighbours(blobs):
+    X, _ = blobs()
     g = knn_graph(X, n_neighbors=5)
     assert abs(g - g.T).max() < 1e-12
     assert g.data.min() > 0 and g.data.max() <= 1.0 + 1e-12
@@ -86,8 +79,8 @@ def test_knn_graph_is_symmetric_weighted_and_covers_neighbours():
     assert (np.diff(g.indptr) >= 5).all()  # every cell keeps at least its own 5 neighbours
 
 
-def test_binary_knn_graph_is_the_union_of_neighbour_lists():
-    X, _ = _blobs()
+def test_binary_knn_graph_is_the_union_of_neighbour_lists(blobs):
+    X, _ = blobs()
     _, idx = knn_indices(X, 5)
     g = knn_graph(X, n_neighbors=5, weights="binary")
     assert set(np.unique(g.data)) == {1.0} and abs(g - g.T).max() == 0 and g.diagonal().sum() == 0
@@ -101,8 +94,8 @@ def test_binary_knn_graph_is_the_union_of_neighbour_lists():
         knn_graph(X, n_neighbors=5, weights="gaussian")
 
 
-def test_graph_from_neighbors_equals_knn_graph():
-    X, _ = _blobs()
+def test_graph_from_neighbors_equals_knn_graph(blobs):
+    X, _ = blobs()
     dist, idx = knn_indices(X, 7)
     assert idx.shape == (120, 7) and not (idx == np.arange(120)[:, None]).any()  # self excluded
     assert abs(graph_from_neighbors(dist, idx) - knn_graph(X, n_neighbors=7)).max() == 0

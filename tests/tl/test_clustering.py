@@ -13,13 +13,6 @@ from cellbridge.tl import consensus_clusters, estimate_n_clusters, kmeans, leide
 from cellbridge.tl.clustering import leiden_on_graph
 
 
-def _blobs(sizes=(50, 40, 30), dim: int = 4, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(len(sizes)), sizes)
-    centers = rng.normal(size=(len(sizes), dim)) * 30
-    return centers[labels] + rng.normal(size=(labels.size, dim)), labels
-
-
 def test_public_api():
     assert cb.tl.leiden is leiden and cb.tl.kmeans is kmeans
     assert cb.tl.estimate_n_clusters is estimate_n_clusters
@@ -30,8 +23,8 @@ def test_public_api():
 # ---------------------------------------------------------------------------- clustering
 
 
-def test_leiden_recovers_blobs_deterministically_and_orders_by_size():
-    X, labels = _blobs()
+def test_leiden_recovers_blobs_deterministically_and_orders_by_size(blobs):
+    X, labels = blobs()
     a = leiden(X, resolution=0.5, seed=0)
     assert adjusted_rand_score(labels, a) == 1.0
     assert np.array_equal(a, leiden(X, resolution=0.5, seed=0))
@@ -70,8 +63,8 @@ def test_leiden_n_clusters_four_blobs_as_scmdcf_used_it():
     assert adjusted_rand_score(truth, lab) > 0.95
 
 
-def test_leiden_flavors_on_a_graph_and_unknown_flavor():
-    X, truth = _blobs()
+def test_leiden_flavors_on_a_graph_and_unknown_flavor(blobs):
+    X, truth = blobs()
     for flavor, weights in (("igraph", "umap"), ("leidenalg", "binary")):
         graph = knn_graph(X, n_neighbors=15, weights=weights)
         lab = leiden_on_graph(graph, resolution=0.5, seed=0, flavor=flavor)
@@ -82,8 +75,8 @@ def test_leiden_flavors_on_a_graph_and_unknown_flavor():
     assert estimate_n_clusters(X, resolution=0.5, flavor="leidenalg") == 3
 
 
-def test_kmeans_and_centers():
-    X, labels = _blobs()
+def test_kmeans_and_centers(blobs):
+    X, labels = blobs()
     pred, centers = kmeans(X, 3, seed=0, return_centers=True)
     assert adjusted_rand_score(labels, pred) == 1.0
     assert centers.shape == (3, X.shape[1])
@@ -92,8 +85,8 @@ def test_kmeans_and_centers():
         kmeans(X, 0)
 
 
-def test_estimate_n_clusters():
-    X, _ = _blobs()
+def test_estimate_n_clusters(blobs):
+    X, _ = blobs()
     assert estimate_n_clusters(X, resolution=0.5) == 3
     assert estimate_n_clusters(X, resolution=0.5, min_size=35) == 2
 

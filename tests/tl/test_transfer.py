@@ -11,21 +11,14 @@ from cellbridge import CellBridgeInputError
 from cellbridge.tl import transfer_labels
 
 
-def _blobs(sizes=(50, 40, 30), dim: int = 4, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(len(sizes)), sizes)
-    centers = rng.normal(size=(len(sizes), dim)) * 30
-    return centers[labels] + rng.normal(size=(labels.size, dim)), labels
-
-
 def test_public_api():
     assert cb.tl.transfer_labels is transfer_labels
 
 
-def test_transfer_labels_separated_clusters():
-    X, labels = _blobs()
+def test_transfer_labels_separated_clusters(blobs):
+    X, labels = blobs()
     names = np.array(["B", "T", "NK"], dtype=object)[labels]
-    Y, _ = _blobs(seed=0)
+    Y, _ = blobs(seed=0)
     pred, conf = transfer_labels(X, pd.Series(names), Y + 0.5, k=5)
     assert list(pred) == list(names)
     assert np.all(conf == 1.0)
