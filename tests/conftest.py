@@ -83,3 +83,53 @@ def blobs():
 def repo_root() -> Path:
     """The checkout's root folder (holds ``src/``, ``tests/``, ``benchmarks/``)."""
     return REPO_ROOT
+
+
+def _write_10x(path, parts, *, fmt: str = "h5"):
+    """Write a 10x feature-barcode matrix of the same cells: ``parts`` maps a feature type
+    (``"Gene Expression"``, ``"Peaks"``, ``"Antibody Capture"``) to a cells x features AnnData of
+    integer counts. ``fmt``: ``"h5"`` (Cell Ranger v3 ``.h5``), ``"mtx"`` (v3 folder, gzip files)
+    or ``"mtx_plain"`` (plain files, as STARsolo writes them). Returns ``path``."""
+    import gzip
+    import shutil
+
+    import h5py
+    import scipy.io
+    import scipy.sparse as sp
+
+    adatas = list(parts.values())
+    X = sp.hstack([sp.csr_matrix(a.X) for a in adatas], format="csr").astype(np.int32)  # cells x features
+    names = np.concatenate([a.var_names.to_numpy(dtype=str) for a in adatas])
+    types = np.concatenate([[t] * a.n_vars for t, a in parts.items()])
+    ids = np.array([f"FEAT{i:05d}" for i in range(len(names))])
+    barcodes = adatas[0].obs_names.to_numpy(dtype=str)
+    path = Path(path)
+    if fmt == "h5":
+        with h5py.File(path, "w") as fh:
+            g = fh.create_group("matrix")
+            g["barcodes"] = barcodes.astype("S")
+            g["data"], g["indices"], g["indptr"] = X.data, X.indices.astype(np.int64), X.indptr.astype(np.int64)
+            g["shape"] = np.array([X.shape[1], X.shape[0]], dtype=np.int32)
+            f = g.create_group("features")
+            f["_all_tag_keys"] = np.array([b"genome"])
+            f["feature_type"], f["genome"] = types.astype("S"), np.full(len(names), b"GRCh38")
+            f["id"], f["name"] = ids.astype("S"), names.astype("S")
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    scipy.io.mmwrite(path / "matrix.mtx", X.T.tocoo(), field="integer")
+    pd.DataFrame({"id": ids, "name": names, "type": types}).to_csv(path / "features.tsv", sep="\t", header=False,
+                                                                    index=False)
+    pd.Series(barcodes).to_csv(path / "barcodes.tsv", header=False, index=False)
+    if fmt == "mtx":
+        for name in ("matrix.mtx", "features.tsv", "barcodes.tsv"):
+            with open(path / name, "rb") as src, gzip.open(path / f"{name}.gz", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            (path / name).unlink()
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_10x():
+    """The 10x writer ``write_10x(path, {"Gene Expression": rna, "Peaks": atac}, fmt="h5")`` (also
+    ``fmt="mtx"``: a gzip v3 folder, ``"mtx_plain"``: plain files) -> ``path``."""
+    return _write_10x

@@ -22,9 +22,10 @@ def _blobs(n_per: int, n_types: int = 3, dim: int = 5, spread: float = 20.0, see
 # ---------------------------------------------------------------------------- FOSCTTM
 
 
-def test_foscttm_zero_for_identical_embeddings():
+def test_foscttm_zero_for_identical_embeddings_with_a_warning():
     X, _ = _blobs(30)
-    assert M.foscttm(X, X) == 0.0
+    with pytest.warns(CellBridgeWarning, match="identical"):
+        assert M.foscttm(X, X) == 0.0
 
 
 def test_foscttm_three_point_example():
@@ -46,7 +47,7 @@ def test_foscttm_chunking_does_not_change_the_result():
 
 def test_foscttm_needs_aligned_cells():
     with pytest.raises(CellBridgeInputError, match="paired"):
-        M.foscttm(np.zeros((3, 2)), np.zeros((4, 2)))
+        M.foscttm(np.arange(6.0).reshape(3, 2), np.arange(8.0).reshape(4, 2))
 
 
 # ---------------------------------------------------------------------------- omics mixing
@@ -148,6 +149,7 @@ def test_transfer_accuracy():
     assert M.transfer_accuracy(X, labels, Y, wrong) == 0.0
 
 
+@pytest.mark.filterwarnings("ignore:`emb_a` and `emb_b` are identical")
 def test_transfer_accuracy_labels_of_different_types_match_as_values():
     x = np.array([[0.0], [0.1], [5.0], [5.1]])
     names = ["t", "t", "b", "b"]
@@ -191,6 +193,7 @@ def test_integration_metrics_unpaired_separated_modalities():
     assert out["omics_mixing"] < 0.6
 
 
+@pytest.mark.filterwarnings("ignore:`emb_a` and `emb_b` are identical")
 def test_integration_metrics_input_errors():
     X, labels = _blobs(10)
     with pytest.raises(CellBridgeInputError, match="dimensions"):
@@ -286,3 +289,92 @@ def test_integration_metrics_equal_the_metrics_computed_one_by_one():
     assert out["cell_type_asw"] == M.cell_type_asw(joint, both, seed=1)
     assert out["nmi"] == M.leiden_nmi(joint, both, seed=1)
     assert out["foscttm"] == M.foscttm(X, Y)
+
+
+# ---------------------------------------------------------------------------- AnnData / MuData inputs
+
+
+def _annotated(n_per: int = 20, seed: int = 0):
+    """Two modalities of the same 3 x n_per cells (rows aligned) as AnnData with obsm["X_emb"]."""
+    import anndata as ad
+    import pandas as pd
+
+    X, labels = _blobs(n_per, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    names = [f"c{i}" for i in range(X.shape[0])]
+    out = []
+    for mod, emb in (("rna", X), ("adt", X + rng.normal(scale=0.5, size=X.shape))):
+        a = ad.AnnData(np.zeros((X.shape[0], 1), dtype=np.float32),
+                       obs=pd.DataFrame({"cell_type": labels.astype(str), "modality": mod}, index=names),
+                       var=pd.DataFrame(index=[f"{mod}_feature"]))
+        a.obsm["X_emb"] = emb
+        out.append(a)
+    return out
+
+
+def test_metrics_accept_anndata_and_mudata_like_scanpy():
+    import anndata as ad
+    import mudata as md
+
+    a, b = _annotated()
+    za, zb = a.obsm["X_emb"], b.obsm["X_emb"]
+    la = a.obs["cell_type"].to_numpy()
+    assert M.foscttm(a, b, use_rep="X_emb") == M.foscttm(za, zb)
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData({"rna": a, "adt": b})
+    assert M.foscttm(mdata, use_rep="X_emb") == M.foscttm(za, zb)
+    assert M.neighbourhood_overlap(mdata, use_rep="X_emb", k=5) == M.neighbourhood_overlap(za, zb, k=5)
+    assert M.transfer_accuracy(a, test_emb=b, use_rep="X_emb", label_key="cell_type") == \
+        M.transfer_accuracy(za, la, zb, la)
+    assert M.mean_average_precision(a, use_rep="X_emb", label_key="cell_type") == M.mean_average_precision(za, la)
+    assert M.cell_type_asw(a, use_rep="X_emb", label_key="cell_type") == M.cell_type_asw(za, la)
+    assert M.graph_connectivity(a, use_rep="X_emb", label_key="cell_type") == M.graph_connectivity(za, la)
+    # a MuData without a joint obsm stacks its modalities, with obs["modality"] for the mixing scores
+    stacked, modality = np.vstack([za, zb]), np.repeat(["rna", "adt"], len(za))
+    assert M.seurat_alignment_score(mdata, use_rep="X_emb") == M.seurat_alignment_score(stacked, modality)
+    assert M.modality_asw(mdata, use_rep="X_emb", label_key="cell_type") == \
+        M.modality_asw(stacked, np.concatenate([la, la]), modality)
+    joint = ad.concat([a, b], index_unique="-")
+    assert M.leiden_nmi(joint, use_rep="X_emb", label_key="cell_type", resolutions=(0.5,)) == \
+        M.leiden_nmi(stacked, np.concatenate([la, la]), resolutions=(0.5,))
+    full = M.integration_metrics(mdata, use_rep="X_emb", label_key="cell_type", paired=True)
+    assert full == M.integration_metrics(za, zb, la, la, paired=True)
+    a.obs["cluster"] = la
+    assert M.clustering_metrics(a, cluster_key="cluster", label_key="cell_type", use_rep="X_emb") == \
+        M.clustering_metrics(la, la, za)
+
+
+def test_paired_anndata_are_aligned_by_cell_name():
+    a, b = _annotated()
+    shuffled = b[np.random.default_rng(0).permutation(b.n_obs)].copy()
+    assert M.foscttm(a, shuffled, use_rep="X_emb") == M.foscttm(a.obsm["X_emb"], b.obsm["X_emb"])
+    other = shuffled.copy()
+    other.obs_names = [f"x{i}" for i in range(other.n_obs)]
+    with pytest.raises(CellBridgeInputError, match="same cells"):
+        M.foscttm(a, other, use_rep="X_emb")
+
+
+def test_annotated_input_errors_name_the_fix():
+    a, _ = _annotated()
+    with pytest.raises(CellBridgeInputError, match=r"pass use_rep=.*available: \['X_emb'\]"):
+        M.cell_type_asw(a, label_key="cell_type")
+    with pytest.raises(CellBridgeInputError, match="no obsm\\['X_pca'\\]"):
+        M.cell_type_asw(a, use_rep="X_pca", label_key="cell_type")
+    with pytest.raises(CellBridgeInputError, match="no obs column 'celltype'"):
+        M.cell_type_asw(a, use_rep="X_emb", label_key="celltype")
+    with pytest.raises(CellBridgeInputError, match="label_key="):
+        M.cell_type_asw(a, use_rep="X_emb")
+    with pytest.raises(CellBridgeInputError, match="applies to an AnnData"):
+        M.cell_type_asw(a.obsm["X_emb"], a.obs["cell_type"], use_rep="X_emb")
+    with pytest.raises(CellBridgeInputError, match="emb_b"):
+        M.foscttm(a, use_rep="X_emb")
+
+
+def test_collapsed_or_one_sided_collapse_is_refused():
+    X, labels = _blobs(20)
+    with pytest.raises(CellBridgeInputError, match="`emb_b` has collapsed"):
+        M.foscttm(X, np.zeros_like(X))
+    with pytest.raises(CellBridgeInputError, match="collapsed"):
+        M.cell_type_asw(np.full_like(X, 7.0), labels)
+    with pytest.raises(CellBridgeInputError, match="collapsed"):
+        M.clustering_metrics(labels, X=np.ones_like(X))

@@ -8,11 +8,14 @@ import pytest
 import scipy.sparse as sp
 
 from cellbridge import CellBridgeInputError
+from cellbridge._errors import DegenerateEmbeddingError
 from cellbridge._validate import (
     as_embedding,
     check_counts,
     check_label_column,
     check_modality,
+    check_model_embedding,
+    embedding_fault,
     is_integer_matrix,
     row_blocks,
 )
@@ -72,3 +75,30 @@ def test_row_blocks_cover_the_rows_in_order():
     blocks = list(row_blocks(X, rows=4))
     assert [b.shape[0] for b in blocks] == [4, 4, 2]
     np.testing.assert_array_equal(sp.vstack(blocks).toarray(), X.toarray())
+
+
+def test_embedding_fault_finds_nan_and_collapse_scale_free():
+    rng = np.random.default_rng(0)
+    assert embedding_fault(rng.normal(size=(5, 3))) is None
+    assert embedding_fault(np.ones((1, 3))) is None  # one cell cannot collapse
+    assert "2 NaN" in embedding_fault(np.array([[np.nan, 1.0], [np.inf, 0.0]]))
+    for scale in (1e-6, 1.0, 1e6):
+        point = np.full((4, 3), 3.0 * scale)
+        assert "collapsed: all 4 cells" in embedding_fault(point)
+        assert embedding_fault(point + np.eye(4, 3) * 1e-3 * scale) is None  # a spread of 1e-3 of the values
+    assert "collapsed" in embedding_fault(np.zeros((3, 2)))
+    # identical inputs may share a point; distinct inputs may not
+    assert embedding_fault(np.ones((4, 2)), inputs=np.ones((4, 7))) is None
+    assert "collapsed" in embedding_fault(np.ones((4, 2)), inputs=rng.normal(size=(4, 7)))
+
+
+def test_as_embedding_distinct_and_model_embedding_check():
+    with pytest.raises(CellBridgeInputError, match="collapsed: all 3 cells"):
+        as_embedding(np.ones((3, 2)), "emb_a", distinct=True)
+    assert as_embedding(np.ones((3, 2))).shape == (3, 2)  # allowed unless distinct
+    z = np.arange(6, dtype=np.float32).reshape(3, 2)
+    assert check_model_embedding(z, model="M") is z  # returned as is (no copy, dtype kept)
+    with pytest.raises(DegenerateEmbeddingError, match="M's embedding of the rna cells holds 1 NaN.*not finite"):
+        check_model_embedding(np.array([[np.nan, 1.0], [0.0, 1.0]]), model="M", what="rna cells")
+    with pytest.raises(DegenerateEmbeddingError, match="collapsed.*same point"):
+        check_model_embedding(np.zeros((3, 2)), model="M")

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import importlib
 
-from ._errors import CellBridgeInputError, CellBridgeWarning
+from ._errors import (
+    CellBridgeError,
+    CellBridgeInputError,
+    CellBridgeWarning,
+    DegenerateEmbeddingError,
+    TrainingDivergedError,
+    TrainingInterrupted,
+)
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"pp", "tl", "pl", "metrics", "io", "datasets", "models", "neighbors"}
+_SUBMODULES = {"pp", "tl", "pl", "metrics", "io", "datasets", "models", "neighbors", "report"}
 _MODELS = {"BiCLUM": ".models.biclum", "scMDCF": ".models.scmdcf"}
 
-__all__ = [*sorted(_SUBMODULES), *_MODELS, "CellBridgeInputError", "CellBridgeWarning"]
+__all__ = [*sorted(_SUBMODULES), *_MODELS, "CellBridgeError", "CellBridgeInputError", "CellBridgeWarning",
+           "DegenerateEmbeddingError", "TrainingDivergedError", "TrainingInterrupted"]
 
 
 def __getattr__(name: str):

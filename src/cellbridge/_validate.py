@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ._errors import CellBridgeInputError
+from ._errors import CellBridgeInputError, DegenerateEmbeddingError
 
 
 def get_matrix(adata: AnnData, layer: str | None = None, *, name: str = "adata"):
@@ -81,7 +81,7 @@ def check_unique_names(adata: AnnData, name: str = "adata") -> None:
             dup = index[index.duplicated()].unique()[:5].tolist()
             raise CellBridgeInputError(
                 f"`{name}.{axis}` has duplicated names (e.g. {dup}); make them unique first, "
-                f"e.g. `{name}.{axis[:-1]}_names_make_unique()`."
+                f"e.g. `{name}.{axis}_make_unique()`."
             )
 
 
@@ -141,8 +141,39 @@ def check_label_column(adata: AnnData, key: str, name: str = "adata") -> None:
         )
 
 
-def as_embedding(emb, name: str = "emb", *, min_rows: int = 1) -> np.ndarray:
-    """Validate a cells x dimensions embedding and return it as a float array."""
+def embedding_fault(X, *, inputs=None) -> str | None:
+    """What makes the cells x dimensions array ``X`` useless as an embedding, or None.
+
+    The one degeneracy check of the package, used for embeddings a user hands in
+    (:func:`as_embedding`) and for those a model produces (:func:`check_model_embedding`):
+    NaN/inf values, or a collapse, every cell at one point (the spread of each dimension at most
+    1e-6 of the largest absolute value; float32 rounding of one point stays far below). With
+    ``inputs`` (the rows the embedding was computed from) a collapse only counts when the inputs
+    themselves differ: identical cells legitimately share one point. Nothing is copied.
+    """
+    X = np.asarray(X)
+    n_bad = int(np.count_nonzero(~np.isfinite(X)))
+    if n_bad:
+        return f"holds {n_bad} NaN or infinite values"
+    collapsed = X.ndim == 2 and X.shape[0] >= 2 and _collapsed(X)
+    if collapsed and (inputs is None or not _collapsed(np.asarray(inputs))):
+        return f"has collapsed: all {X.shape[0]} cells are at one point"
+    return None
+
+
+def _collapsed(X: np.ndarray) -> bool:
+    """Every row equal to the first up to 1e-6 of the largest absolute value (scale-free)."""
+    X = X.reshape(X.shape[0], -1)
+    spread = float(np.max(np.ptp(X, axis=0))) if X.size else 0.0
+    return spread <= 1e-6 * float(np.max(np.abs(X), initial=0.0))
+
+
+def as_embedding(emb, name: str = "emb", *, min_rows: int = 1, distinct: bool = False) -> np.ndarray:
+    """Validate a cells x dimensions embedding and return it as a float array.
+
+    With ``distinct=True`` (metrics) a collapsed embedding (all cells at one point, see
+    :func:`embedding_fault`) is refused as well: every distance-based score of it is meaningless.
+    """
     X = np.asarray(emb.toarray() if sp.issparse(emb) else emb)
     if X.ndim != 2:
         raise CellBridgeInputError(
@@ -158,4 +189,57 @@ def as_embedding(emb, name: str = "emb", *, min_rows: int = 1) -> np.ndarray:
             f"`{name}` must hold finite numbers (found NaN/inf or non-numeric values); "
             "remove those cells or impute the values first."
         )
+    if distinct and embedding_fault(X) is not None:
+        raise CellBridgeInputError(
+            f"`{name}` has collapsed: all {X.shape[0]} cells are at one point, so any score of it "
+            "would be meaningless (a perfect FOSCTTM or alignment by construction). The model that "
+            "produced it did not learn (e.g. a diverged training); check it, or pass another embedding."
+        )
     return X.astype(np.float64, copy=False)
+
+
+def check_model_embedding(z, *, model: str, what: str = "cells", inputs=None):
+    """Return ``z`` unchanged when it is a usable embedding produced by ``model``, else raise
+    :class:`~cellbridge._errors.DegenerateEmbeddingError` (see :func:`embedding_fault`)."""
+    fault = embedding_fault(z, inputs=inputs)
+    if fault is None:
+        return z
+    if "NaN" in fault:
+        cause = ("its weights are not finite (a training that diverged, or a damaged model file); "
+                 "retrain the model, e.g. with a smaller learning rate or larger temperatures")
+    else:
+        cause = ("the network maps every cell to the same point (a training that collapsed); retrain "
+                 "it, e.g. with a smaller learning rate or more epochs")
+    raise DegenerateEmbeddingError(f"{model}'s embedding of the {what} {fault}: {cause}.")
+
+
+#: ``obsm`` keys read, in this order, when ``use_rep=None`` (the joint embeddings of the two models,
+#: then scanpy's PCA)
+DEFAULT_REPS = ("X_biclum", "X_scmdcf", "X_pca")
+
+
+def get_rep(data, use_rep: str | None = None, *, name: str = "data", min_rows: int = 1,
+            distinct: bool = False) -> np.ndarray:
+    """The cells x dimensions embedding held by ``data``, validated by :func:`as_embedding`.
+
+    ``data`` is an array (dense, sparse or DataFrame), used as given (``use_rep`` ignored), or an
+    AnnData / MuData whose ``obsm[use_rep]`` is read (scanpy's ``use_rep``); with
+    ``use_rep=None`` the first of :data:`DEFAULT_REPS` that ``obsm`` holds.
+    """
+    obsm = getattr(data, "obsm", None)
+    if obsm is None:
+        return as_embedding(data, name, min_rows=min_rows, distinct=distinct)
+    keys = list(obsm.keys())
+    if use_rep is None:
+        use_rep = next((k for k in DEFAULT_REPS if k in obsm), None)
+        if use_rep is None:
+            raise CellBridgeInputError(
+                f"`{name}.obsm` holds none of {list(DEFAULT_REPS)} (keys: {keys}); pass `use_rep=` the key "
+                "of the embedding, e.g. after `adata.obsm['X_biclum'] = model.get_latent(adata)`."
+            )
+    if use_rep not in obsm:
+        held = [m for m, a in getattr(data, "mod", {}).items() if use_rep in a.obsm]
+        hint = (f" The modalities {held} hold it: pass one of them, e.g. `{name}[{held[0]!r}]`." if held
+                else " Pass `use_rep=` one of those keys.")
+        raise CellBridgeInputError(f"`{name}.obsm` has no {use_rep!r} (keys: {keys}).{hint}")
+    return as_embedding(obsm[use_rep], f"{name}.obsm[{use_rep!r}]", min_rows=min_rows, distinct=distinct)

@@ -1,8 +1,11 @@
 """Evaluation metrics for joint embeddings and clusterings (METHODS §4).
 
 Integration metrics follow the BiCLUM benchmark. Each metric is a public function on numpy
-arrays; :func:`integration_metrics` runs them all on the embeddings of two modalities, and
-:func:`clustering_metrics` scores a clustering. Higher is better for every metric except FOSCTTM
+arrays or, scanpy style, on an AnnData / MuData with ``use_rep`` (the ``obsm`` key of the
+embedding) and ``label_key`` (the ``obs`` column of the labels); :func:`integration_metrics` runs
+them all on the embeddings of two modalities, and :func:`clustering_metrics` scores a clustering.
+A collapsed embedding (all cells at one point) or one with NaN/inf values is refused: every
+score of it would be meaningless (FOSCTTM 0 and alignment 1 by construction). Higher is better for every metric except FOSCTTM
 and Davies–Bouldin.
 
 Deviations from the reference evaluation code, all deliberate:
@@ -24,28 +27,29 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import sklearn.metrics as skm
+from anndata import AnnData
 from scipy.sparse.csgraph import connected_components
 from sklearn.neighbors import KNeighborsClassifier
 
 from ._errors import CellBridgeInputError, CellBridgeWarning
-from ._utils import sample_or_all
+from ._utils import progress_bar, sample_or_all
 from ._validate import as_embedding
 from .neighbors import graph_from_neighbors, knn_indices
 from .tl.clustering import leiden_on_graph
 
 __all__ = [
-    "integration_metrics",
+    "DEFAULT_RESOLUTIONS",
+    "cell_type_asw",
+    "clustering_metrics",
+    "foscttm",
     "graph_connectivity",
-    "seurat_alignment_score",
+    "integration_metrics",
+    "leiden_nmi",
+    "mean_average_precision",
     "modality_asw",
     "neighbourhood_overlap",
-    "mean_average_precision",
-    "cell_type_asw",
-    "leiden_nmi",
+    "seurat_alignment_score",
     "transfer_accuracy",
-    "foscttm",
-    "clustering_metrics",
-    "DEFAULT_RESOLUTIONS",
 ]
 
 #: Leiden resolutions scanned by :func:`leiden_nmi`: 0.1, 0.2, ..., 2.0 (20 values).
@@ -74,10 +78,87 @@ def _labels(labels, n: int, name: str) -> np.ndarray:
     return codes
 
 
-def _embedding_and_labels(emb, labels) -> tuple[np.ndarray, np.ndarray]:
-    """A validated embedding of at least 2 cells and the integer codes of one label per cell."""
-    X = as_embedding(emb, min_rows=2)
-    return X, _labels(labels, X.shape[0], "labels")
+def _kind(data) -> str | None:
+    """``"AnnData"`` / ``"MuData"`` for those containers, None for arrays."""
+    if isinstance(data, AnnData):
+        return "AnnData"
+    if type(data).__name__ == "MuData" and hasattr(data, "mod"):
+        return "MuData"
+    return None
+
+
+def _read_rep(data, use_rep: str | None, name: str):
+    """``(embedding, obs)`` of an array (obs None), an AnnData (``obsm[use_rep]``, ``"X"``: ``.X``)
+    or a MuData (its own ``obsm[use_rep]``, else the modalities holding it stacked, with their
+    ``obs`` stacked and a ``modality`` column naming each cell's modality)."""
+    kind = _kind(data)
+    if kind is None:
+        if use_rep is not None:
+            raise CellBridgeInputError(f"`use_rep` applies to an AnnData or MuData `{name}`; got an array, "
+                                       "so drop use_rep or pass the AnnData.")
+        return data, None
+    if use_rep is None:
+        raise CellBridgeInputError(f"`{name}` is a {kind}: pass use_rep= naming its embedding in .obsm "
+                                   f"(available: {list(data.obsm)}).")
+    if use_rep == "X" and kind == "AnnData":
+        return data.X, data.obs
+    if use_rep in data.obsm:
+        return data.obsm[use_rep], data.obs
+    if kind == "MuData":
+        mods = [m for m, a in data.mod.items() if use_rep in a.obsm]
+        if mods:
+            obs = [data.mod[m].obs.assign(**({} if "modality" in data.mod[m].obs else {"modality": m}))
+                   for m in mods]
+            return np.vstack([np.asarray(data.mod[m].obsm[use_rep]) for m in mods]), pd.concat(obs)
+    raise CellBridgeInputError(f"`{name}` has no obsm[{use_rep!r}] (available: {list(data.obsm)}); pass the "
+                               "use_rep that holds the embedding.")
+
+
+def _pick(given, obs, key: str | None, arg: str, key_arg: str, *, default_key: str | None = None):
+    """Per-cell values: ``given`` itself, else ``obs[key]`` of the AnnData/MuData."""
+    if given is not None:
+        return given
+    key = key if key is not None else default_key
+    if key is None or obs is None:
+        raise CellBridgeInputError(f"pass `{arg}` (one value per cell), or an AnnData/MuData with "
+                                   f"`{key_arg}=` naming the obs column that holds them.")
+    if key not in obs:
+        raise CellBridgeInputError(f"no obs column {key!r} (available: {list(obs.columns)}); pass "
+                                   f"`{key_arg}=` with the column holding the {arg}.")
+    return obs[key].to_numpy()
+
+
+def _read_pair(emb_a, emb_b, use_rep: str | None, *, paired: bool):
+    """``((a, obs_a), (b, obs_b))`` from two arrays, two AnnData, or one MuData with two modalities
+    holding ``obsm[use_rep]`` (``emb_b`` None); paired AnnData are aligned by cell name."""
+    if emb_b is None:
+        if _kind(emb_a) != "MuData":
+            raise CellBridgeInputError("pass `emb_b` (the second modality's embedding), or one MuData whose "
+                                       "two modalities hold obsm[use_rep].")
+        if use_rep is None:
+            raise CellBridgeInputError("`emb_a` is a MuData: pass use_rep= naming the embedding in its "
+                                       "modalities' .obsm.")
+        mods = [m for m, a in emb_a.mod.items() if use_rep in a.obsm]
+        if len(mods) != 2:
+            raise CellBridgeInputError(f"{len(mods)} modalities of the MuData hold obsm[{use_rep!r}] "
+                                       f"({mods}); these metrics need exactly two.")
+        emb_a, emb_b = (emb_a.mod[m] for m in mods)
+    a, obs_a = _read_rep(emb_a, use_rep, "emb_a")
+    b, obs_b = _read_rep(emb_b, use_rep, "emb_b")
+    if paired and obs_a is not None and obs_b is not None and not obs_a.index.equals(obs_b.index):
+        pos = obs_b.index.get_indexer(obs_a.index)
+        if len(obs_a) != len(obs_b) or (pos < 0).any():
+            raise CellBridgeInputError("paired metrics need the same cells in both modalities, but their "
+                                       "obs_names differ; pass paired=False or align the cells.")
+        b, obs_b = np.asarray(b.toarray() if sp.issparse(b) else b)[pos], obs_b.iloc[pos]
+    return (a, obs_a), (b, obs_b)
+
+
+def _embedding_and_labels(emb, labels, use_rep=None, label_key=None) -> tuple[np.ndarray, np.ndarray]:
+    """A validated embedding of at least 2 distinct cells and the integer codes of one label per cell."""
+    emb, obs = _read_rep(emb, use_rep, "emb")
+    X = as_embedding(emb, min_rows=2, distinct=True)
+    return X, _labels(_pick(labels, obs, label_key, "labels", "label_key"), X.shape[0], "labels")
 
 
 def _joint_codes(labels_a, labels_b, n_a: int, n_b: int) -> np.ndarray:
@@ -90,7 +171,13 @@ def _joint_codes(labels_a, labels_b, n_a: int, n_b: int) -> np.ndarray:
 
 
 def _pair(emb_a, emb_b, *, paired: bool) -> tuple[np.ndarray, np.ndarray]:
-    a, b = as_embedding(emb_a, "emb_a"), as_embedding(emb_b, "emb_b")
+    a, b = as_embedding(emb_a, "emb_a", distinct=True), as_embedding(emb_b, "emb_b", distinct=True)
+    if a.shape == b.shape and np.array_equal(a, b):
+        warnings.warn(
+            "`emb_a` and `emb_b` are identical (one shared embedding, e.g. scMDCF's fused z written into "
+            "both modalities): every cell sits on its partner, so FOSCTTM is 0, neighbourhood overlap 1 "
+            "and the mixing scores perfect by construction; they say nothing about the integration.",
+            CellBridgeWarning, stacklevel=3)
     if a.shape[1] != b.shape[1]:
         raise CellBridgeInputError(
             f"`emb_a` has {a.shape[1]} dimensions and `emb_b` {b.shape[1]}; both must be cells "
@@ -109,7 +196,8 @@ def _pair(emb_a, emb_b, *, paired: bool) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------------------------------
 
 
-def graph_connectivity(emb, labels, *, n_neighbors: int = 15, graph: sp.spmatrix | None = None) -> float:
+def graph_connectivity(emb, labels=None, *, use_rep: str | None = None, label_key: str | None = None,
+                       n_neighbors: int = 15, graph: sp.spmatrix | None = None) -> float:
     """Graph connectivity of each cell type in the kNN graph of the joint embedding.
 
     For each cell type, the kNN graph of all cells is restricted to that type's cells; the score
@@ -119,9 +207,15 @@ def graph_connectivity(emb, labels, *, n_neighbors: int = 15, graph: sp.spmatrix
     Parameters
     ----------
     emb
-        Joint embedding, cells x dimensions (both modalities stacked).
+        Joint embedding, cells x dimensions (both modalities stacked), or an AnnData / MuData holding it in
+        ``obsm[use_rep]``.
     labels
         Cell-type label per cell.
+    use_rep
+        With an AnnData / MuData ``emb``: the ``obsm`` key of the embedding (``"X"``: ``.X``);
+        a MuData without it at the top level stacks its modalities' ``obsm[use_rep]``.
+    label_key
+        With an AnnData / MuData ``emb`` and no ``labels``: the ``obs`` column of the labels.
     n_neighbors
         Neighbours per cell in the graph (the cell itself not counted).
     graph
@@ -132,7 +226,7 @@ def graph_connectivity(emb, labels, *, n_neighbors: int = 15, graph: sp.spmatrix
     float
         Mean over cell types, in (0, 1].
     """
-    X, codes = _embedding_and_labels(emb, labels)
+    X, codes = _embedding_and_labels(emb, labels, use_rep, label_key)
     graph = graph_from_neighbors(*knn_indices(X, n_neighbors)) if graph is None else graph
     scores = []
     for code in np.unique(codes):
@@ -144,8 +238,10 @@ def graph_connectivity(emb, labels, *, n_neighbors: int = 15, graph: sp.spmatrix
 
 def seurat_alignment_score(
     emb,
-    modality,
+    modality=None,
     *,
+    use_rep: str | None = None,
+    modality_key: str = "modality",
     neighbor_frac: float = 0.01,
     n_repeats: int = 4,
     seed: int = 0,
@@ -160,9 +256,16 @@ def seurat_alignment_score(
     Parameters
     ----------
     emb
-        Joint embedding, cells x dimensions.
+        Joint embedding, cells x dimensions, or an AnnData / MuData holding it in
+        ``obsm[use_rep]``.
     modality
         Modality (or batch) label per cell; at least two distinct values.
+    use_rep
+        With an AnnData / MuData ``emb``: the ``obsm`` key of the embedding (``"X"``: ``.X``);
+        a MuData without it at the top level stacks its modalities' ``obsm[use_rep]``.
+    modality_key
+        With an AnnData / MuData ``emb`` and no ``modality``: the ``obs`` column of the
+        modality (a MuData stacked from its modalities has one naming them).
     neighbor_frac
         Neighbours as a fraction of the subsampled cells.
     n_repeats
@@ -175,8 +278,9 @@ def seurat_alignment_score(
     float
         Mean over repeats, in [0, 1].
     """
-    X = as_embedding(emb, min_rows=2)
-    codes = _labels(modality, X.shape[0], "modality")
+    emb, obs = _read_rep(emb, use_rep, "emb")
+    X = as_embedding(emb, min_rows=2, distinct=True)
+    codes = _labels(_pick(modality, obs, modality_key, "modality", "modality_key"), X.shape[0], "modality")
     groups = [np.flatnonzero(codes == c) for c in np.unique(codes)]
     if len(groups) < 2:
         raise CellBridgeInputError("`modality` has a single value; alignment needs two modalities.")
@@ -194,23 +298,32 @@ def seurat_alignment_score(
 
 
 def modality_asw(
-    emb, labels, modality, *, max_cells: int | None = _MAX_SILHOUETTE_CELLS, seed: int = 0
+    emb, labels=None, modality=None, *, use_rep: str | None = None, label_key: str | None = None,
+    modality_key: str = "modality", max_cells: int | None = _MAX_SILHOUETTE_CELLS, seed: int = 0
 ) -> float:
     """Modality average silhouette width within cell types.
 
     For each cell type, the silhouette of its cells with respect to modality is computed and
-    scored mean(1 - |s|); the result is the mean over cell types. 1 = modalities
+    scored ``mean(1 - |s|)``; the result is the mean over cell types. 1 = modalities
     indistinguishable within types. Types present in a single modality (or with too few cells
     for a silhouette) are skipped.
 
     Parameters
     ----------
     emb
-        Joint embedding, cells x dimensions.
+        Joint embedding, cells x dimensions, or an AnnData / MuData holding it in
+        ``obsm[use_rep]``.
     labels
         Cell-type label per cell.
     modality
         Modality label per cell.
+    use_rep
+        With an AnnData / MuData ``emb``: the ``obsm`` key of the embedding (``"X"``: ``.X``);
+        a MuData without it at the top level stacks its modalities' ``obsm[use_rep]``.
+    label_key
+        With an AnnData / MuData ``emb`` and no ``labels``: the ``obs`` column of the labels.
+    modality_key
+        With an AnnData / MuData ``emb`` and no ``modality``: the ``obs`` column of the modality.
     max_cells
         Cell types with more cells are subsampled (seeded) to this size; ``None`` never subsamples.
     seed
@@ -221,9 +334,10 @@ def modality_asw(
     float
         Mean over the scored cell types, NaN when no type could be scored.
     """
-    X = as_embedding(emb)
-    types = _labels(labels, X.shape[0], "labels")
-    mods = _labels(modality, X.shape[0], "modality")
+    emb, obs = _read_rep(emb, use_rep, "emb")
+    X = as_embedding(emb, distinct=True)
+    types = _labels(_pick(labels, obs, label_key, "labels", "label_key"), X.shape[0], "labels")
+    mods = _labels(_pick(modality, obs, modality_key, "modality", "modality_key"), X.shape[0], "modality")
     scores = []
     for code in np.unique(types):
         members = np.flatnonzero(types == code)
@@ -243,7 +357,8 @@ def modality_asw(
     return float(np.mean(scores))
 
 
-def neighbourhood_overlap(emb_a, emb_b, *, k: int = 30, neighbors: np.ndarray | None = None) -> float:
+def neighbourhood_overlap(emb_a, emb_b=None, *, use_rep: str | None = None, k: int = 30,
+                          neighbors: np.ndarray | None = None) -> float:
     """Fraction of cells whose true partner is among their ``k`` nearest neighbours.
 
     Paired data only: row i of ``emb_a`` and row i of ``emb_b`` are the same cell. Neighbours are
@@ -253,7 +368,11 @@ def neighbourhood_overlap(emb_a, emb_b, *, k: int = 30, neighbors: np.ndarray | 
     Parameters
     ----------
     emb_a, emb_b
-        Embeddings of the two modalities, n x d each, rows aligned.
+        Embeddings of the two modalities, n x d each, rows aligned; or two AnnData holding them
+        in ``obsm[use_rep]`` (aligned by cell name), or one MuData ``emb_a`` whose two
+        modalities do (``emb_b`` None).
+    use_rep
+        With AnnData / MuData inputs: the ``obsm`` key of the embedding.
     k
         Neighbourhood size.
     neighbors
@@ -265,7 +384,8 @@ def neighbourhood_overlap(emb_a, emb_b, *, k: int = 30, neighbors: np.ndarray | 
     float
         In [0, 1]; higher is better.
     """
-    a, b = _pair(emb_a, emb_b, paired=True)
+    (a, _), (b, _) = _read_pair(emb_a, emb_b, use_rep, paired=True)
+    a, b = _pair(a, b, paired=True)
     n = a.shape[0]
     nn = knn_indices(np.vstack([a, b]), k)[1] if neighbors is None else neighbors[:, :k]
     partner = np.concatenate([np.arange(n) + n, np.arange(n)])
@@ -277,8 +397,8 @@ def neighbourhood_overlap(emb_a, emb_b, *, k: int = 30, neighbors: np.ndarray | 
 # --------------------------------------------------------------------------------------------------
 
 
-def mean_average_precision(emb, labels, *, neighbor_frac: float = 0.01,
-                           neighbors: np.ndarray | None = None) -> float:
+def mean_average_precision(emb, labels=None, *, use_rep: str | None = None, label_key: str | None = None,
+                           neighbor_frac: float = 0.01, neighbors: np.ndarray | None = None) -> float:
     """Mean average precision of same-label hits among each cell's nearest neighbours.
 
     With k = max(round(neighbor_frac * cells), 1) neighbours (the cell itself excluded) sorted by
@@ -288,9 +408,15 @@ def mean_average_precision(emb, labels, *, neighbor_frac: float = 0.01,
     Parameters
     ----------
     emb
-        Joint embedding, cells x dimensions.
+        Joint embedding, cells x dimensions, or an AnnData / MuData holding it in
+        ``obsm[use_rep]``.
     labels
         Cell-type label per cell.
+    use_rep
+        With an AnnData / MuData ``emb``: the ``obsm`` key of the embedding (``"X"``: ``.X``);
+        a MuData without it at the top level stacks its modalities' ``obsm[use_rep]``.
+    label_key
+        With an AnnData / MuData ``emb`` and no ``labels``: the ``obs`` column of the labels.
     neighbor_frac
         Neighbours as a fraction of all cells.
     neighbors
@@ -302,7 +428,7 @@ def mean_average_precision(emb, labels, *, neighbor_frac: float = 0.01,
     float
         In [0, 1].
     """
-    X, codes = _embedding_and_labels(emb, labels)
+    X, codes = _embedding_and_labels(emb, labels, use_rep, label_key)
     k = map_neighbors(X.shape[0], neighbor_frac)
     nn = knn_indices(X, k)[1] if neighbors is None else neighbors[:, :k]
     hits = codes[nn] == codes[:, None]
@@ -319,16 +445,22 @@ def map_neighbors(n_cells: int, neighbor_frac: float = 0.01) -> int:
 
 
 def cell_type_asw(
-    emb, labels, *, max_cells: int | None = _MAX_SILHOUETTE_CELLS, seed: int = 0
+    emb, labels=None, *, use_rep: str | None = None, label_key: str | None = None, max_cells: int | None = _MAX_SILHOUETTE_CELLS, seed: int = 0
 ) -> float:
     """Cell-type silhouette width rescaled to [0, 1]: (s + 1) / 2.
 
     Parameters
     ----------
     emb
-        Joint embedding, cells x dimensions.
+        Joint embedding, cells x dimensions, or an AnnData / MuData holding it in
+        ``obsm[use_rep]``.
     labels
         Cell-type label per cell (at least two types).
+    use_rep
+        With an AnnData / MuData ``emb``: the ``obsm`` key of the embedding (``"X"``: ``.X``);
+        a MuData without it at the top level stacks its modalities' ``obsm[use_rep]``.
+    label_key
+        With an AnnData / MuData ``emb`` and no ``labels``: the ``obs`` column of the labels.
     max_cells
         Above this many cells the silhouette is computed on a seeded subsample.
     seed
@@ -339,8 +471,9 @@ def cell_type_asw(
     float
         In [0, 1]; 0.5 means no structure.
     """
-    X = as_embedding(emb)
-    codes = _labels(labels, X.shape[0], "labels")
+    emb, obs = _read_rep(emb, use_rep, "emb")
+    X = as_embedding(emb, distinct=True)
+    codes = _labels(_pick(labels, obs, label_key, "labels", "label_key"), X.shape[0], "labels")
     if not 2 <= np.unique(codes).size <= X.shape[0] - 1:
         raise CellBridgeInputError(
             "cell-type ASW needs at least two cell types and fewer types than cells; "
@@ -352,8 +485,10 @@ def cell_type_asw(
 
 def leiden_nmi(
     emb,
-    labels,
+    labels=None,
     *,
+    use_rep: str | None = None,
+    label_key: str | None = None,
     resolutions: Sequence[float] = DEFAULT_RESOLUTIONS,
     n_neighbors: int = 15,
     seed: int = 0,
@@ -368,9 +503,15 @@ def leiden_nmi(
     Parameters
     ----------
     emb
-        Joint embedding, cells x dimensions.
+        Joint embedding, cells x dimensions, or an AnnData / MuData holding it in
+        ``obsm[use_rep]``.
     labels
         Cell-type label per cell.
+    use_rep
+        With an AnnData / MuData ``emb``: the ``obsm`` key of the embedding (``"X"``: ``.X``);
+        a MuData without it at the top level stacks its modalities' ``obsm[use_rep]``.
+    label_key
+        With an AnnData / MuData ``emb`` and no ``labels``: the ``obs`` column of the labels.
     resolutions
         Leiden resolutions to scan.
     n_neighbors
@@ -385,14 +526,14 @@ def leiden_nmi(
     float
         In [0, 1].
     """
-    X, codes = _embedding_and_labels(emb, labels)
+    X, codes = _embedding_and_labels(emb, labels, use_rep, label_key)
     if len(resolutions) == 0:
         raise CellBridgeInputError("`resolutions` is empty; pass at least one Leiden resolution.")
     graph = graph_from_neighbors(*knn_indices(X, n_neighbors)) if graph is None else graph
     return float(
         max(
             skm.normalized_mutual_info_score(codes, leiden_on_graph(graph, resolution=r, seed=seed))
-            for r in resolutions
+            for r in progress_bar(resolutions, desc="Leiden resolution scan", unit="resolution")
         )
     )
 
@@ -402,7 +543,8 @@ def leiden_nmi(
 # --------------------------------------------------------------------------------------------------
 
 
-def transfer_accuracy(train_emb, train_labels, test_emb, test_labels, *, k: int = 5) -> float:
+def transfer_accuracy(train_emb, train_labels=None, test_emb=None, test_labels=None, *,
+                      use_rep: str | None = None, label_key: str | None = None, k: int = 5) -> float:
     """Accuracy of a k-NN classifier trained on one modality and predicting the other.
 
     Uses scikit-learn's ``KNeighborsClassifier`` (uniform weights), as the reference benchmark.
@@ -410,9 +552,15 @@ def transfer_accuracy(train_emb, train_labels, test_emb, test_labels, *, k: int 
     Parameters
     ----------
     train_emb, train_labels
-        Embedding and labels of the modality the classifier is trained on.
+        Embedding and labels of the modality the classifier is trained on; ``train_emb`` may be an
+        AnnData (``obsm[use_rep]``, ``obs[label_key]``), or a MuData whose first modality holding
+        ``obsm[use_rep]`` is the training one and whose second is the test one (``test_emb`` None).
     test_emb, test_labels
-        Embedding and true labels of the modality whose labels are predicted.
+        Embedding and true labels of the modality whose labels are predicted (or an AnnData).
+    use_rep
+        With AnnData / MuData inputs: the ``obsm`` key of the embedding.
+    label_key
+        With AnnData / MuData inputs and no labels given: the ``obs`` column of the labels.
     k
         Number of neighbours.
 
@@ -421,7 +569,10 @@ def transfer_accuracy(train_emb, train_labels, test_emb, test_labels, *, k: int 
     float
         Fraction of test cells predicted correctly.
     """
-    train, test = _pair(train_emb, test_emb, paired=False)
+    (train, obs_a), (test, obs_b) = _read_pair(train_emb, test_emb, use_rep, paired=False)
+    train, test = _pair(train, test, paired=False)
+    train_labels = _pick(train_labels, obs_a, label_key, "train_labels", "label_key")
+    test_labels = _pick(test_labels, obs_b, label_key, "test_labels", "label_key")
     codes = _joint_codes(train_labels, test_labels, train.shape[0], test.shape[0])
     y_train, y_test = codes[: train.shape[0]], codes[train.shape[0]:]
     clf = KNeighborsClassifier(n_neighbors=min(k, train.shape[0])).fit(train, y_train)
@@ -440,7 +591,7 @@ def _closer_than_partner(query: np.ndarray, target: np.ndarray, chunk_size: int)
     return out
 
 
-def foscttm(emb_a, emb_b, *, chunk_size: int | None = None) -> float:
+def foscttm(emb_a, emb_b=None, *, use_rep: str | None = None, chunk_size: int | None = None) -> float:
     """Fraction of samples closer than the true match (Euclidean), averaged over both directions.
 
     Paired data only. For cell i of modality a, the fraction of the n cells of modality b that
@@ -451,7 +602,11 @@ def foscttm(emb_a, emb_b, *, chunk_size: int | None = None) -> float:
     Parameters
     ----------
     emb_a, emb_b
-        Embeddings of the two modalities, n x d each, rows aligned.
+        Embeddings of the two modalities, n x d each, rows aligned; or two AnnData holding them
+        in ``obsm[use_rep]`` (aligned by cell name), or one MuData ``emb_a`` whose two
+        modalities do (``emb_b`` None).
+    use_rep
+        With AnnData / MuData inputs: the ``obsm`` key of the embedding.
     chunk_size
         Rows per chunk; default keeps each chunk near 8 million distances.
 
@@ -460,7 +615,8 @@ def foscttm(emb_a, emb_b, *, chunk_size: int | None = None) -> float:
     float
         In [0, 1); lower is better.
     """
-    a, b = _pair(emb_a, emb_b, paired=True)
+    (a, _), (b, _) = _read_pair(emb_a, emb_b, use_rep, paired=True)
+    a, b = _pair(a, b, paired=True)
     n = a.shape[0]
     chunk = chunk_size or max(1, 8_000_000 // max(n, 1))
     both = np.concatenate([_closer_than_partner(a, b, chunk), _closer_than_partner(b, a, chunk)])
@@ -473,16 +629,23 @@ def foscttm(emb_a, emb_b, *, chunk_size: int | None = None) -> float:
 
 
 def integration_metrics(
-    emb_a, emb_b, labels_a, labels_b, *, paired: bool = False, seed: int = 0
+    emb_a, emb_b=None, labels_a=None, labels_b=None, *, use_rep: str | None = None,
+    label_key: str | None = None, paired: bool = False, seed: int = 0
 ) -> dict[str, float]:
     """All integration metrics of METHODS §4 for a joint embedding of two modalities.
 
     Parameters
     ----------
     emb_a, emb_b
-        Embeddings of modality a and b (cells x d each) in one shared space.
+        Embeddings of modality a and b (cells x d each) in one shared space; or two AnnData
+        holding them in ``obsm[use_rep]``, or one MuData ``emb_a`` whose two modalities do
+        (``emb_b`` None).
     labels_a, labels_b
-        Cell-type label per cell of each modality.
+        Cell-type label per cell of each modality (None: ``obs[label_key]`` of the AnnData).
+    use_rep
+        With AnnData / MuData inputs: the ``obsm`` key of the embedding.
+    label_key
+        With AnnData / MuData inputs and no labels given: the ``obs`` column of the cell types.
     paired
         Row i of ``emb_a`` and row i of ``emb_b`` are the same cell: adds neighbourhood overlap
         (to omics mixing) and FOSCTTM. Otherwise those two are NaN.
@@ -498,7 +661,10 @@ def integration_metrics(
         ``transfer_accuracy_a_to_b`` (trained on a, predicting b), ``transfer_accuracy_b_to_a``,
         ``transfer_accuracy`` (mean of both directions) and ``foscttm``.
     """
-    a, b = _pair(emb_a, emb_b, paired=paired)
+    (a, obs_a), (b, obs_b) = _read_pair(emb_a, emb_b, use_rep, paired=paired)
+    a, b = _pair(a, b, paired=paired)
+    labels_a = _pick(labels_a, obs_a, label_key, "labels_a", "label_key")
+    labels_b = _pick(labels_b, obs_b, label_key, "labels_b", "label_key")
     labels = _joint_codes(labels_a, labels_b, a.shape[0], b.shape[0])
     X = np.vstack([a, b])
     modality = np.repeat([0, 1], [a.shape[0], b.shape[0]])
@@ -544,7 +710,7 @@ def _label_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
 
 
 def _internal_metrics(pred: np.ndarray, X, max_cells: int | None, seed: int) -> dict[str, float]:
-    X = as_embedding(X, "X")
+    X = as_embedding(X, "X", distinct=True)
     if X.shape[0] != pred.shape[0]:
         raise CellBridgeInputError(
             f"`X` has {X.shape[0]} rows but `labels_pred` {pred.shape[0]} labels; pass the "
@@ -573,6 +739,9 @@ def clustering_metrics(
     labels_true=None,
     X=None,
     *,
+    cluster_key: str | None = None,
+    label_key: str | None = None,
+    use_rep: str | None = None,
     silhouette_max_cells: int | None = _MAX_SILHOUETTE_CELLS,
     seed: int = 0,
 ) -> dict[str, float]:
@@ -581,13 +750,21 @@ def clustering_metrics(
     Parameters
     ----------
     labels_pred
-        Cluster label per cell.
+        Cluster label per cell, or an AnnData / MuData holding them in ``obs[cluster_key]``.
     labels_true
         Reference labels: gives ``nmi``, ``ari``, ``ami``, ``fmi``, ``homogeneity``,
         ``completeness``, ``v_measure`` (all invariant to renaming the clusters).
     X
         Cells x dimensions data or embedding: gives ``davies_bouldin`` (lower is better),
         ``calinski_harabasz`` and ``silhouette``.
+    cluster_key
+        With an AnnData / MuData ``labels_pred``: the ``obs`` column of the clusters.
+    label_key
+        With an AnnData / MuData ``labels_pred`` and no ``labels_true``: the ``obs`` column of
+        the reference labels (None: no label-based metrics).
+    use_rep
+        With an AnnData / MuData ``labels_pred`` and no ``X``: the ``obsm`` key of the data or
+        embedding for the internal metrics (``"X"``: ``.X``; None: none).
     silhouette_max_cells
         Above this many cells the silhouette uses a seeded subsample of this size.
     seed
@@ -598,6 +775,16 @@ def clustering_metrics(
     dict[str, float]
         The metrics that the given inputs allow.
     """
+    if _kind(labels_pred) is not None:
+        data, obs = labels_pred, labels_pred.obs
+        labels_pred = _pick(None, obs, cluster_key, "labels_pred", "cluster_key")
+        if labels_true is None and label_key is not None:
+            labels_true = _pick(None, obs, label_key, "labels_true", "label_key")
+        if X is None and use_rep is not None:
+            X = _read_rep(data, use_rep, "labels_pred")[0]
+    elif cluster_key is not None or label_key is not None or use_rep is not None:
+        raise CellBridgeInputError("cluster_key, label_key and use_rep apply to an AnnData or MuData "
+                                   "`labels_pred`; with arrays pass labels_true= and X= directly.")
     if labels_true is None and X is None:
         raise CellBridgeInputError(
             "clustering_metrics needs `labels_true` (label-based metrics) and/or `X` "

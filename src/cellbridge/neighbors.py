@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from sklearn.neighbors import NearestNeighbors
 
 from ._errors import CellBridgeInputError
+from ._utils import progress_bar, resolve_threads
 from ._validate import as_embedding
 
 logger = logging.getLogger("cellbridge")
@@ -65,7 +66,7 @@ def knn(
     seed
         Random seed of the hnswlib graph or of the faiss k-means.
     n_threads
-        Threads for the search (-1: all cores).
+        Threads for the search (-1: all cores, or the CLI's ``--threads``).
     ef
         hnswlib search candidates (None: ``max(50, k)``).
     nprobe
@@ -78,6 +79,7 @@ def knn(
         found).
     """
     k = min(k, reference.shape[0])
+    n_threads = resolve_threads(n_threads)
     if method == "auto":
         method = "exact" if max(len(reference), len(query)) <= EXACT_KNN_MAX_CELLS else ann
     if method == "exact":
@@ -208,6 +210,7 @@ def ivf_query(index, query: np.ndarray, k: int, nprobe: int = 8, n_threads: int 
 def _faiss_threads(n_threads: int) -> None:
     import faiss
 
+    n_threads = resolve_threads(n_threads)
     faiss.omp_set_num_threads(n_threads if n_threads > 0 else os.cpu_count() or 1)
 
 
@@ -263,7 +266,12 @@ def mnn_pairs(
             f"MNN inputs need the same features: {a.shape[1]} vs {b.shape[1]} columns."
         )
     options = dict(method=method, ann=ann, seed=seed, ef=ef, nprobe=nprobe)
-    return mutual_pairs(knn(b, a, k, **options), knn(a, b, k, **options))
+    with progress_bar(total=2, desc="MNN search", unit="side") as bar:
+        a_to_b = knn(b, a, k, **options)
+        bar.update()
+        b_to_a = knn(a, b, k, **options)
+        bar.update()
+    return mutual_pairs(a_to_b, b_to_a)
 
 
 def smooth_over_neighbors(X: np.ndarray, neighbors: np.ndarray, self_weight: float) -> np.ndarray:

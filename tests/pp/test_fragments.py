@@ -108,8 +108,8 @@ def test_barcodes_not_in_data(tmp_path):
     path = write_fragments(tmp_path / "f.tsv.gz")
     out = gene_activity(annotation=ANN, fragments=path, cells=["AAA", "ZZZ"], upstream=100)
     assert out.uns["gene_activity"]["fraction_fragments_not_in_cells"] == pytest.approx(4 / 9)
-    with pytest.raises(CellBridgeInputError, match="No fragments"):
-        gene_activity(annotation=ANN, fragments=path, cells=["ZZZ"])
+    with pytest.raises(CellBridgeInputError, match=r"None of the 1 cell names \(e\.g\. \['ZZZ'\]\) is a barcode"):
+        gene_activity(annotation=ANN, fragments=path, cells=["ZZZ"])  # the real cause, not a genome mismatch
     with pytest.raises(CellBridgeInputError, match="pass `cells`"):
         gene_activity(annotation=ANN, fragments=path)
 

@@ -100,6 +100,57 @@ def test_embedding_checks():
         kmeans(bad, 2)
 
 
+# ---------------------------------------------------------------------------- AnnData / MuData in
+
+
+def _annotated(X, key="X_biclum"):
+    import anndata as ad
+
+    return ad.AnnData(np.zeros((X.shape[0], 1)), obsm={key: X})
+
+
+def test_leiden_and_kmeans_on_anndata_write_obs_like_scanpy(blobs):
+    X, _ = blobs()
+    adata = _annotated(X)
+    assert leiden(adata, resolution=0.5, seed=0) is None  # in place
+    expected = leiden(X, resolution=0.5, seed=0)
+    assert adata.obs["leiden"].tolist() == [str(v) for v in expected]
+    assert list(adata.obs["leiden"].cat.categories) == ["0", "1", "2"]
+    assert adata.uns["leiden"]["params"]["resolution"] == 0.5
+    out = kmeans(adata, 3, seed=0, key_added="km", copy=True)
+    assert "km" not in adata.obs and out.obs["km"].tolist() == [str(v) for v in kmeans(X, 3, seed=0)]
+    assert out.uns["km"]["centers"].shape == (3, X.shape[1])
+    assert estimate_n_clusters(adata, resolution=0.5) == 3
+
+
+def test_leiden_on_mudata_reads_the_top_level_embedding(blobs):
+    import anndata as ad
+    import mudata as md
+
+    X, truth = blobs(sizes=(30, 30), dim=3)
+    rna = ad.AnnData(np.zeros((30, 1)), obsm={"X_pca": X[:30]})
+    atac = ad.AnnData(np.zeros((30, 1)), obsm={"X_pca": X[30:]})
+    atac.obs_names, atac.var_names = [f"a{i}" for i in range(30)], ["peak0"]
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData({"rna": rna, "atac": atac})
+    with pytest.raises(CellBridgeInputError, match="modalities .*rna.*atac"):  # only per modality
+        leiden(mdata, use_rep="X_pca")
+    mdata.obsm["X_pca"] = X
+    leiden(mdata, use_rep="X_pca", resolution=0.5)
+    assert adjusted_rand_score(truth, mdata.obs["leiden"].astype(int)) == 1.0
+
+
+def test_use_rep_errors_name_the_keys(blobs):
+    X, _ = blobs()
+    adata = _annotated(X, key="X_other")
+    with pytest.raises(CellBridgeInputError, match="X_biclum.*X_other"):  # default: none present
+        leiden(adata)
+    with pytest.raises(CellBridgeInputError, match="no 'X_umap'.*X_other"):
+        kmeans(adata, 2, use_rep="X_umap")
+    leiden(adata, use_rep="X_other", resolution=0.5)  # named explicitly: fine
+    assert adata.obs["leiden"].nunique() == 3
+
+
 # ---------------------------------------------------------------------------- consensus
 
 
@@ -128,6 +179,18 @@ def test_consensus_clusters_recovers_groups_and_samples_large_inputs():
     assert adjusted_rand_score(truth, sampled) > 0.95
     assert np.max([adjusted_rand_score(truth, lab) for lab in noisy]) < adjusted_rand_score(truth, exact)
     assert np.array_equal(sampled, consensus_clusters(noisy, 3, max_cells=60, seed=1))
+
+
+def test_consensus_clusters_of_obs_columns(blobs):
+    X, truth = blobs()
+    adata = _annotated(X)
+    leiden(adata, resolution=0.5)
+    kmeans(adata, 3)
+    consensus_clusters(adata, 3, keys=["leiden", "kmeans"])
+    assert adjusted_rand_score(truth, adata.obs["consensus"]) == 1.0
+    assert adata.uns["consensus"]["params"]["keys"] == ["leiden", "kmeans"]
+    with pytest.raises(CellBridgeInputError, match=r"missing: \['louvain'\]"):
+        consensus_clusters(adata, 3, keys=["leiden", "louvain"])
 
 
 def test_consensus_clusters_errors():

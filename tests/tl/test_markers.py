@@ -73,6 +73,22 @@ def test_gene_activity_from_a_result_mudata(pair):
     pd.testing.assert_frame_equal(m, m_dict)
 
 
+def test_gene_activity_of_a_joint_result_keeps_the_input_gene_names(pair):
+    import cellbridge as cb
+
+    rna, gam = pair
+    gam.obs_names = [f"atac{i}" for i in range(gam.n_obs)]
+    mdata = cb.io.joint_mudata({"rna": rna.copy(), "gene_activity": gam.copy()},
+                               sides={"rna": "rna", "gene_activity": "atac"})
+    assert mdata["gene_activity"].var_names[0] == "gene_activity:g0"  # renamed: names collide with the RNA's
+    m_rna = marker_genes(mdata, groupby="cluster", n_genes=None)
+    m_gam = marker_genes(mdata, groupby="cluster", source="gene_activity", n_genes=None)
+    assert m_gam.attrs["features"]["gene_activity"] == list(rna.var_names)  # the input names, not the prefixed
+    assert set(m_gam[(m_gam.group == "A") & (m_gam["rank"] < 5)].gene) == _planted("A")
+    agree = marker_agreement([m_rna, m_gam], n_genes=5)
+    assert (agree["n_universe"] == N_GENES).all() and (agree["overlap"] == 5).all()
+
+
 def test_already_normalised_values_used_as_given(pair):
     rna, _ = pair
     logged = rna.copy()

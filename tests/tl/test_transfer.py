@@ -47,3 +47,41 @@ def test_transfer_labels_errors():
         transfer_labels(np.zeros((3, 2)), ["a", None, "b"], np.zeros((1, 2)))
     with pytest.raises(CellBridgeInputError, match="one label per"):
         transfer_labels(np.zeros((3, 2)), ["a"], np.zeros((1, 2)))
+
+
+def test_transfer_labels_between_anndata_through_use_rep(blobs):
+    import anndata as ad
+
+    X, labels = blobs()
+    names = np.array(["B", "T", "NK"], dtype=object)[labels]
+    ref = ad.AnnData(np.zeros((X.shape[0], 1)), obs=pd.DataFrame({"cell_type": names}, index=[f"r{i}" for i in
+                                                                                               range(len(X))]),
+                     obsm={"X_biclum": X})
+    query = ad.AnnData(np.zeros((X.shape[0], 1)), obsm={"X_biclum": X + 0.5})
+    expected, conf = transfer_labels(X, names, X + 0.5)
+    assert transfer_labels(ref, "cell_type", query) is None  # written in place, column name given positionally
+    assert query.obs["cell_type_transferred"].tolist() == list(expected)
+    np.testing.assert_array_equal(query.obs["cell_type_transferred_confidence"], conf)
+    out = transfer_labels(ref, query_emb=query, label_key="cell_type", key_added="pred", copy=True)
+    assert "pred" not in query.obs and out.obs["pred"].tolist() == list(expected)
+    pred, _ = transfer_labels(ref, "cell_type", X[:3])  # AnnData reference, array query: arrays back
+    assert list(pred) == list(names[:3])
+
+
+def test_transfer_labels_anndata_errors(blobs):
+    import anndata as ad
+
+    X, labels = blobs()
+    ref = ad.AnnData(np.zeros((X.shape[0], 1)), obsm={"X_biclum": X})
+    with pytest.raises(CellBridgeInputError, match="no column 'cell_type'"):
+        transfer_labels(ref, "cell_type", X)
+    with pytest.raises(CellBridgeInputError, match="no reference labels"):
+        transfer_labels(ref, query_emb=X)
+    with pytest.raises(CellBridgeInputError, match="query_emb"):
+        transfer_labels(ref, labels)
+    with pytest.raises(CellBridgeInputError, match="once"):
+        transfer_labels(ref, "a", X, label_key="b")
+    with pytest.raises(CellBridgeInputError, match="needs an AnnData"):
+        transfer_labels(X, "cell_type", X)
+    with pytest.raises(CellBridgeInputError, match="no 'X_scmdcf'"):
+        transfer_labels(ref, labels, X, use_rep="X_scmdcf")

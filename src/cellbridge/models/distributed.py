@@ -10,6 +10,11 @@
 - :func:`launch`: runs a module-level ``train_rank(job, device)`` in every process, spawned
   locally (start method spawn) or as one of ``torchrun``'s.
 
+Checkpoints and resuming (``train(checkpoint_dir=..., resume=True)``) are supported in
+single-process training only: the models refuse them with ``world_size > 1`` or under
+``torchrun``, with a message saying so. A non-finite loss stops every process alike (the loss
+checked is the one averaged over the processes).
+
 The models' own data-parallel training (which rows each process takes, how the per-process
 losses are weighted) lives in their ``_training`` modules.
 """

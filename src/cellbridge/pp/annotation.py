@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .._errors import CellBridgeInputError, CellBridgeWarning
-from .._utils import atomic_write, open_maybe_gzip
+from .._utils import atomic_write, open_maybe_gzip, progress_bar
 
 logger = logging.getLogger("cellbridge")
 
@@ -99,7 +98,7 @@ def _download(url: str, dest: Path) -> Path:
     def fetch(tmp: str) -> None:
         with open(tmp, "wb") as out, urllib.request.urlopen(url) as resp:  # noqa: S310
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
+            with progress_bar(total=total, unit="B", unit_scale=True, desc=dest.name, delay=0) as bar:
                 for block in iter(lambda: resp.read(1 << 20), b""):
                     out.write(block)
                     bar.update(len(block))
@@ -385,7 +384,15 @@ def read_gene_annotation(
         df = df[~unnamed]
     bad = df["end"] <= df["start"]
     if bad.any():
-        logger.warning("Dropping %d genes with end <= start from %s", int(bad.sum()), path)
+        first = df[bad].iloc[0]
+        example = f"{first['gene_name']} {first['chrom']}:{first['start']}-{first['end']}"
+        if bad.all():
+            raise CellBridgeInputError(
+                f"All {len(df)} genes of {path} end before (or where) they start (e.g. {example}): the "
+                "start and end columns look swapped or are not coordinates. A BED-like table needs "
+                "chrom, start, end (start < end, 0-based), gene name."
+            )
+        logger.warning("Dropping %d genes with end <= start from %s (e.g. %s)", int(bad.sum()), path, example)
         df = df[~bad]
     df = _deduplicate(df)
     df = df[COLUMNS].reset_index(drop=True)

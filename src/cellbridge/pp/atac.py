@@ -71,7 +71,7 @@ def peak_coordinates(atac: AnnData) -> tuple[np.ndarray, np.ndarray, np.ndarray]
                 raise CellBridgeInputError(
                     f"`atac.var[{list(cols)}]` must hold integer coordinates ({err})."
                 ) from err
-            return chrom, start, end
+            return _check_peak_order(chrom, start, end, "`atac.var` columns")
     parts = pd.Series(atac.var_names, dtype=str).str.extract(_PEAK_NAME)
     bad = parts["chrom"].isna()
     if bad.any():
@@ -81,8 +81,19 @@ def peak_coordinates(atac: AnnData) -> tuple[np.ndarray, np.ndarray, np.ndarray]
             f"{int(bad.sum())} unparsable). Accepted names: 'chr1:100-200', 'chr1-100-200', "
             "'chr1_100_200'; or put columns chrom/start/end (or chromStart/chromEnd) in `atac.var`."
         )
-    return (parts["chrom"].to_numpy(str), parts["start"].astype(np.int64).to_numpy(),
-            parts["end"].astype(np.int64).to_numpy())
+    return _check_peak_order(parts["chrom"].to_numpy(str), parts["start"].astype(np.int64).to_numpy(),
+                             parts["end"].astype(np.int64).to_numpy(), "`atac.var_names`")
+
+
+def _check_peak_order(chrom, start, end, where: str):
+    bad = np.flatnonzero(end < start)
+    if len(bad):
+        i = int(bad[0])
+        raise CellBridgeInputError(
+            f"{len(bad)} of {len(start)} peaks in {where} end before they start (e.g. "
+            f"{chrom[i]}:{start[i]}-{end[i]}); peak coordinates need start <= end: fix or drop those peaks."
+        )
+    return chrom, start, end
 
 
 def _load_annotation(annotation, biotypes, gene_id_as_name, cache_dir) -> pd.DataFrame:
@@ -293,6 +304,17 @@ def _from_fragments(path, obs, ann, gcode, chrom_names, method, upstream, insert
         index = SegmentIndex(gcode, rs, re_)
         acc, on_chunk = _signac_fragment_counter(index, n_cells, insertions)
     state = stream_fragments(path, obs.index, chrom_names, on_chunk, chunk_size=chunk_size)
+    if state.n_fragments == 0:
+        raise CellBridgeInputError(
+            f"Fragments file {path} holds no fragments (no data lines); "
+            "pass the fragments.tsv.gz of the experiment (chrom, start, end, barcode, count)."
+        )
+    if state.n_in_cells == 0:
+        raise CellBridgeInputError(
+            f"None of the {n_cells} cell names (e.g. {list(obs.index[:2])}) is a barcode of fragments "
+            f"file {path} (its barcodes look like {state.example_barcodes}); pass `cells` whose "
+            "obs_names are this file's barcodes (names 'sample#barcode' also match 'barcode')."
+        )
     if state.n_overlapping == 0:
         _no_overlap_error(f"fragments of the {n_cells} cells", list(state.absent_contigs),
                           chrom_names)

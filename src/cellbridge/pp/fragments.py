@@ -27,7 +27,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._errors import CellBridgeInputError
-from .._utils import open_maybe_gzip
+from .._utils import open_maybe_gzip, progress_bar
 from .annotation import reconcile_chromosomes
 
 logger = logging.getLogger("cellbridge")
@@ -266,6 +266,7 @@ class FragmentStream:
     absent_contigs: dict[str, int] = field(default_factory=dict)
     codes_seen: set[int] = field(default_factory=set)
     renamed: dict[str, str] = field(default_factory=dict)
+    example_barcodes: list[str] = field(default_factory=list)
 
     def report(self) -> dict:
         frac = 1.0 - self.n_in_cells / self.n_fragments if self.n_fragments else 0.0
@@ -295,9 +296,13 @@ def stream_fragments(
     lookup = barcode_lookup(cells)
     chrom_pos = {c: i for i, c in enumerate(chrom_names)}
     state, chrom_cache = FragmentStream(), {}
+    bar = progress_bar(desc=f"reading {Path(path).name}", unit=" fragments", unit_scale=True)
     for chunk in iter_fragment_chunks(path, chunk_size=chunk_size):
         state.n_fragments += len(chunk)
+        bar.update(len(chunk))
         bc = chunk["barcode"].cat
+        if not state.example_barcodes:
+            state.example_barcodes = [str(b) for b in chunk["barcode"].iloc[:3].unique()]
         cell_of_cat = lookup.reindex(bc.categories).fillna(-1).to_numpy(np.int64)
         cell = cell_of_cat[bc.codes]
         in_cells = cell >= 0
@@ -315,6 +320,7 @@ def stream_fragments(
         state.codes_seen.update(int(c) for c in np.unique(code[ok]))
         start, end = chunk["start"].to_numpy(), chunk["end"].to_numpy()
         state.n_overlapping += on_chunk(cell[ok], code[ok], start[ok], end[ok])
+    bar.close()
     return state
 
 

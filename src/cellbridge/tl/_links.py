@@ -8,6 +8,9 @@ log CPM), and each gene is correlated (Pearson) with every peak whose centre lie
 bp of its TSS. Each correlation is compared with the correlations of the same gene with background
 peaks on *other* chromosomes matched on accessibility and width (and GC when given): the
 ``n_background`` nearest peaks in rank space, as Signac's ``MatchRegionStats`` matches them.
+
+This module reads the inputs and runs the groups; the cell groups are made in ``_link_groups`` and
+the statistics (pairs, background, profiles, correlations) computed in ``_link_stats``.
 """
 
 from __future__ import annotations
@@ -23,8 +26,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
-from scipy import stats
-from scipy.spatial import cKDTree
 
 from .._errors import CellBridgeInputError, CellBridgeWarning
 from ..pp.annotation import (
@@ -33,8 +34,11 @@ from ..pp.annotation import (
     reconcile_chromosomes,
 )
 from ..pp.atac import peak_coordinates
+from ._link_groups import _MIN_GROUPS, _cell_setup, _metacells, _metacells_paired
+from ._link_stats import _links_once, _log_normalize, _pseudobulk, _tfidf, candidate_pairs, matched_background
+from ._tables import check_store, store_table
 
-__all__ = ["LINK_COLUMNS", "gene_peak_links"]
+__all__ = ["LINK_COLUMNS", "candidate_pairs", "gene_peak_links", "matched_background"]
 
 logger = logging.getLogger("cellbridge")
 
@@ -42,8 +46,6 @@ logger = logging.getLogger("cellbridge")
 LINK_COLUMNS = ["gene", "peak", "chrom", "distance", "score", "zscore", "pvalue", "fdr", "n_groups"]
 ATAC_NORMALIZATIONS = ("tfidf", "logcpm")
 PVALUES = ("normal", "background")
-_GENE_BLOCK = 256  # genes per block of the genes x peaks correlation matrix (~50 MB per 25k peaks)
-_MIN_GROUPS = 5
 
 
 # --------------------------------------------------------------------------------------------
@@ -81,53 +83,6 @@ def _annotation(annotation) -> pd.DataFrame:
     return ann.assign(chrom=ann["chrom"].astype(str), gene_name=ann["gene_name"].astype(str))
 
 
-def _embedding(adata: AnnData, use_rep: str, name: str) -> np.ndarray:
-    if use_rep not in adata.obsm:
-        raise CellBridgeInputError(
-            f"`{name}.obsm` has no {use_rep!r} (keys: {list(adata.obsm)}); pass `use_rep=` the key "
-            "of the joint embedding, e.g. `rna.obsm['X_biclum'] = model.get_latent(rna)`."
-        )
-    Z = np.asarray(adata.obsm[use_rep], dtype=np.float64)
-    if Z.ndim != 2 or not np.isfinite(Z).all():
-        raise CellBridgeInputError(f"`{name}.obsm[{use_rep!r}]` must be a finite cells x dims array.")
-    return Z
-
-
-def _atac_embedding(atac: AnnData, atac_embedding, use_rep: str) -> np.ndarray:
-    """Embedding of the ATAC cells: ``atac.obsm[use_rep]`` or ``atac_embedding`` matched by name."""
-    if atac_embedding is None:
-        if use_rep not in atac.obsm:
-            raise CellBridgeInputError(
-                f"`atac.obsm` has no {use_rep!r}; pass `atac_embedding=` the AnnData of the result "
-                "that holds the ATAC cells' embedding (e.g. the gene-activity modality of a BiCLUM "
-                "result, `mdata['atac']`), or `paired=True` when RNA and ATAC are the same cells."
-            )
-        return _embedding(atac, use_rep, "atac")
-    if isinstance(atac_embedding, AnnData):
-        frame = pd.DataFrame(_embedding(atac_embedding, use_rep, "atac_embedding"),
-                             index=atac_embedding.obs_names)
-    elif isinstance(atac_embedding, pd.DataFrame):
-        frame = atac_embedding
-    else:
-        Z = np.asarray(atac_embedding, dtype=np.float64)
-        if Z.ndim != 2 or Z.shape[0] != atac.n_obs:
-            raise CellBridgeInputError(
-                f"`atac_embedding` has shape {Z.shape}; an array needs one row per ATAC cell "
-                f"({atac.n_obs}). Pass an AnnData or DataFrame to match cells by name."
-            )
-        return Z
-    pos = frame.index.get_indexer(atac.obs_names)
-    missing = int((pos < 0).sum())
-    if missing:
-        example = atac.obs_names[int(np.flatnonzero(pos < 0)[0])]
-        raise CellBridgeInputError(
-            f"{missing} of {atac.n_obs} cells of the peak matrix `atac` (e.g. {example!r}) are not "
-            "in the embedding; pass the peak matrix of the cells that were integrated, e.g. "
-            "`atac[atac.obs_names.isin(result_atac.obs_names)]`, with matching cell names."
-        )
-    return frame.to_numpy(dtype=np.float64)[pos]
-
-
 def _gc_from_fasta(path, chrom: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
     """GC fraction of each peak, reading a (gzipped) FASTA one chromosome at a time."""
     gc = np.full(len(chrom), np.nan)
@@ -162,199 +117,6 @@ def _gc_from_fasta(path, chrom: np.ndarray, start: np.ndarray, end: np.ndarray) 
 
 
 # --------------------------------------------------------------------------------------------
-# candidate pairs and background
-# --------------------------------------------------------------------------------------------
-def candidate_pairs(genes: pd.DataFrame, chrom, start, end, window: int) -> pd.DataFrame:
-    """Pairs (gene row, peak index) whose peak centre lies within ``window`` bp of the TSS.
-
-    ``genes`` needs ``chrom`` (named as the peaks), ``start``, ``end``, ``strand``. ``distance``
-    is peak centre minus TSS in the gene's direction (positive: downstream).
-    """
-    centre = (np.asarray(start) + np.asarray(end)) // 2
-    minus = genes["strand"].to_numpy(str) == "-"
-    tss = np.where(minus, genes["end"].to_numpy(np.int64) - 1, genes["start"].to_numpy(np.int64))
-    codes = {c: i for i, c in enumerate(pd.unique(np.asarray(chrom)))}
-    step = np.int64(1 << 34)  # far above any chromosome length plus the window
-    p_code = np.array([codes[c] for c in chrom], np.int64)
-    g_code = np.array([codes.get(c, -1) for c in genes["chrom"]], np.int64)
-    p_pos = p_code * step + centre
-    order = np.argsort(p_pos, kind="stable")
-    sorted_pos = p_pos[order]
-    g_pos = g_code * step + tss
-    lo = np.searchsorted(sorted_pos, g_pos - window, side="left")
-    hi = np.searchsorted(sorted_pos, g_pos + window, side="right")
-    hi = np.where(g_code < 0, lo, hi)
-    counts = hi - lo
-    gene_row = np.repeat(np.arange(len(genes)), counts)
-    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    peak = order[np.repeat(lo, counts) + offsets]
-    distance = (centre[peak] - tss[gene_row]) * np.where(minus[gene_row], -1, 1)
-    return pd.DataFrame({"gene_row": gene_row, "peak": peak, "distance": distance})
-
-
-def _ranks(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Ranks scaled to [0, 1), ties broken at random (so matched peaks spread over chromosomes)."""
-    order = np.lexsort((rng.random(len(values)), values))
-    out = np.empty(len(values))
-    out[order] = np.arange(len(values)) / max(len(values), 1)
-    return out
-
-
-def matched_background(features: np.ndarray, chrom: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
-    """For each peak in ``query``, the ``k`` peaks on *other* chromosomes nearest in ``features``.
-
-    ``features`` is peaks x statistics (e.g. ranks of accessibility and width). Returns an
-    ``len(query) x k`` array of peak indices (fewer columns when fewer peaks are available).
-    """
-    out = np.empty((len(query), k), np.int64)
-    q_chrom = chrom[query]
-    for c in pd.unique(q_chrom):
-        rows = np.flatnonzero(q_chrom == c)
-        pool = np.flatnonzero(chrom != c)
-        if len(pool) < k:
-            raise CellBridgeInputError(
-                f"Only {len(pool)} usable peaks lie outside {c}; the background needs "
-                f"`n_background={k}` peaks on other chromosomes: lower `n_background` or pass peaks "
-                "of more chromosomes."
-            )
-        _, idx = cKDTree(features[pool]).query(features[query[rows]], k=k)
-        out[rows] = pool[np.asarray(idx).reshape(len(rows), k)]
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# groups and profiles
-# --------------------------------------------------------------------------------------------
-def _metacells(Z_rna, Z_atac, n_groups: int, min_cells: int, seed: int):
-    """k-means of the stacked embedding; groups with fewer than ``min_cells`` of a modality dropped."""
-    from sklearn.cluster import KMeans
-
-    Z = np.vstack([Z_rna, Z_atac])
-    n_groups = min(n_groups, Z.shape[0])
-    labels = KMeans(n_clusters=n_groups, n_init=1, random_state=seed).fit_predict(Z)
-    g_rna, g_atac = labels[: len(Z_rna)], labels[len(Z_rna):]
-    n_r = np.bincount(g_rna, minlength=n_groups)
-    n_a = np.bincount(g_atac, minlength=n_groups)
-    keep = (n_r >= min_cells) & (n_a >= min_cells)
-    if keep.sum() < _MIN_GROUPS:
-        single = int(((n_r > 0) != (n_a > 0)).sum())
-        raise CellBridgeInputError(
-            f"Only {int(keep.sum())} of {n_groups} groups of the joint embedding hold at least "
-            f"{min_cells} cells of BOTH modalities ({single} hold a single modality): the embedding "
-            "does not mix RNA and ATAC cells. Pass the joint embedding as `use_rep` (e.g. BiCLUM's, "
-            "not a per-modality PCA), or lower `n_groups` / `min_cells_per_group`."
-        )
-    new = np.full(n_groups, -1)
-    new[keep] = np.arange(int(keep.sum()))
-    return new[g_rna], new[g_atac], int(keep.sum())
-
-
-def _pseudobulk(X: sp.csr_matrix, groups: np.ndarray, n: int) -> sp.csr_matrix:
-    """Sum of the rows of each group (rows with group -1 left out)."""
-    use = groups >= 0
-    if n == len(groups) and np.array_equal(groups, np.arange(n)):
-        return X
-    ind = sp.csr_matrix((np.ones(int(use.sum())), (groups[use], np.flatnonzero(use))), shape=(n, len(groups)))
-    return sp.csr_matrix(ind @ X)
-
-
-def _log_normalize(X: sp.csr_matrix, target: float | None = None) -> sp.csr_matrix:
-    import scanpy as sc
-
-    tmp = AnnData(X.copy())
-    sc.pp.normalize_total(tmp, target_sum=target)
-    sc.pp.log1p(tmp)
-    return sp.csr_matrix(tmp.X)
-
-
-def _tfidf(X: sp.csr_matrix) -> sp.csr_matrix:
-    """Signac's TF-IDF (method 1): log1p(counts / cell total * n cells / peak total * 1e4)."""
-    rows = np.asarray(X.sum(1)).ravel()
-    cols = np.asarray(X.sum(0)).ravel()
-    tf = sp.diags(1 / np.maximum(rows, 1e-12)) @ X
-    out = sp.csr_matrix(tf @ sp.diags(X.shape[0] / np.maximum(cols, 1e-12)) * 1e4)
-    out.data = np.log1p(out.data)
-    return out
-
-
-def _column_moments(M: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    n = M.shape[0]
-    mean = np.asarray(M.sum(0)).ravel() / n
-    sq = np.asarray(M.multiply(M).sum(0)).ravel() / n
-    return mean, np.sqrt(np.maximum(sq - mean**2, 0.0))
-
-
-def _corr_block(E_blk: sp.csr_matrix, A: sp.csr_matrix, mu_e, sd_e, mu_a, sd_a) -> np.ndarray:
-    """Pearson correlation of each column of ``E_blk`` with each column of ``A`` (dense result)."""
-    n = E_blk.shape[0]
-    cross = (E_blk.T @ A).toarray()
-    cov = cross / n - np.outer(mu_e, mu_a)
-    with np.errstate(divide="ignore", invalid="ignore"):  # constant peaks: never read
-        return cov / np.outer(sd_e, sd_a)
-
-
-# --------------------------------------------------------------------------------------------
-# one run
-# --------------------------------------------------------------------------------------------
-def _links_once(E, A, det_e, det_a, pairs, match_on, chrom, *, n_background, min_cells, seed, group_n,
-                pvalue="normal"):
-    """Score ``pairs`` on normalised profiles ``E`` (groups x genes) and ``A`` (groups x peaks).
-
-    ``det_e`` / ``det_a``: cells in which each gene / peak is detected; ``match_on``: per-peak
-    statistics the background is matched on; ``chrom``: each peak's chromosome.
-    """
-    mu_e, sd_e = _column_moments(E)
-    mu_a, sd_a = _column_moments(A)
-    ok_gene = (det_e >= min_cells) & (sd_e > 1e-12)
-    ok_peak = (det_a >= min_cells) & (sd_a > 1e-12)
-    pairs = pairs[ok_gene[pairs["gene_row"].to_numpy()] & ok_peak[pairs["peak"].to_numpy()]]
-    if pairs.empty:
-        return None
-    usable = np.flatnonzero(ok_peak)
-    rng = np.random.default_rng(seed)
-    feats = np.column_stack([_ranks(s[usable], rng) for s in match_on])
-    query = np.unique(pairs["peak"].to_numpy())
-    local = np.full(A.shape[1], -1)
-    local[usable] = np.arange(len(usable))
-    bg = usable[matched_background(feats, chrom[usable], local[query], n_background)]
-    bg_row = np.full(A.shape[1], -1)
-    bg_row[query] = np.arange(len(query))
-
-    pairs = pairs.sort_values(["gene_row", "peak"], kind="stable")
-    g, p = pairs["gene_row"].to_numpy(), pairs["peak"].to_numpy()
-    genes = np.unique(g)
-    E_csc = E.tocsc()
-    score, bg_mean, bg_sd = (np.empty(len(pairs)) for _ in range(3))
-    null_z = []
-    for b in range(0, len(genes), _GENE_BLOCK):
-        blk = genes[b:b + _GENE_BLOCK]
-        C = _corr_block(sp.csr_matrix(E_csc[:, blk]), A, mu_e[blk], sd_e[blk], mu_a, sd_a)
-        lo, hi = np.searchsorted(g, blk[0]), np.searchsorted(g, blk[-1], side="right")
-        row = np.searchsorted(blk, g[lo:hi])
-        score[lo:hi] = C[row, p[lo:hi]]
-        B = C[row[:, None], bg[bg_row[p[lo:hi]]]]
-        bg_mean[lo:hi], bg_sd[lo:hi] = B.mean(1), B.std(1, ddof=1)
-        if pvalue == "background":
-            with np.errstate(divide="ignore", invalid="ignore"):
-                Zb = (B - bg_mean[lo:hi, None]) / bg_sd[lo:hi, None]
-            null_z.append(Zb[np.isfinite(Zb)].astype(np.float32))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(bg_sd > 0, (score - bg_mean) / bg_sd, np.nan)
-    if pvalue == "background":  # z of every background peak against its pair's background, pooled
-        null = np.sort(np.concatenate(null_z))
-        n_ge = len(null) - np.searchsorted(null, np.nan_to_num(z, nan=np.inf), side="left")
-        p_value = np.where(np.isfinite(z), (1 + n_ge) / (1 + len(null)), np.nan)
-    else:
-        p_value = stats.norm.sf(z)
-    fdr = np.full(len(z), np.nan)
-    fin = np.isfinite(p_value)
-    if fin.any():
-        fdr[fin] = stats.false_discovery_control(p_value[fin], method="bh")
-    return pairs.assign(score=score, zscore=z, pvalue=p_value, fdr=fdr, n_groups=group_n,
-                        background_mean=bg_mean, background_sd=bg_sd)
-
-
-# --------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------
 def gene_peak_links(
@@ -379,6 +141,7 @@ def gene_peak_links(
     layer_rna: str | None = None,
     layer_atac: str | None = None,
     seed: int = 0,
+    key_added: str | None = None,
 ) -> pd.DataFrame:
     """Link genes to nearby peaks by correlating expression and accessibility across cell groups.
 
@@ -436,6 +199,10 @@ def gene_peak_links(
         Layers holding the raw counts (default ``.X``).
     seed
         Seeds k-means and the random tie-breaking of the background match.
+    key_added
+        Also store the table in ``rna.uns[key_added]`` (e.g. ``"gene_peak_links"`` with ``rna =
+        mdata["rna"]`` of a result: it is written with the result; ``attrs`` in
+        ``uns[f"{key_added}_attrs"]``).
 
     Returns
     -------
@@ -462,6 +229,7 @@ def gene_peak_links(
         raise CellBridgeInputError(f"`pvalue` must be one of {PVALUES}, got {pvalue!r}.")
     if n_groups is not None and n_groups < _MIN_GROUPS:
         raise CellBridgeInputError(f"`n_groups` must be at least {_MIN_GROUPS}, got {n_groups}.")
+    check_store(rna, key_added)
     ann = _annotation(annotation)
     match_annotation(ann, rna.var_names)
     chrom, start, end = peak_coordinates(atac)
@@ -542,6 +310,8 @@ def gene_peak_links(
         "n_pairs": len(df), "groupby": groupby, "skipped_groups": cells["skipped"],
     }
     logger.info("%d gene-peak pairs of %d genes", len(df), df["gene"].nunique())
+    if key_added is not None:
+        store_table(rna, key_added, df)
     return df
 
 
@@ -566,79 +336,3 @@ def _links_level(X_rna, X_atac, level_cells, pairs, peak_info, *, paired, n_grou
     match_on = [np.asarray(A_counts.sum(0)).ravel(), width] + ([gc] if gc is not None else [])
     return _links_once(E, A, det_e, det_a, pairs, match_on, chrom, n_background=n_background,
                        min_cells=min_cells, seed=seed, group_n=n, pvalue=pvalue)
-
-
-def _metacells_paired(Z, n_groups: int, seed: int):
-    from sklearn.cluster import KMeans
-
-    labels = KMeans(n_clusters=min(n_groups, len(Z)), n_init=1, random_state=seed).fit_predict(Z)
-    codes, labels = np.unique(labels, return_inverse=True)
-    return labels, labels, len(codes)
-
-
-def _labels(adata: AnnData, groupby: str, name: str, fallback: AnnData | None = None) -> np.ndarray:
-    for source in (adata, fallback):
-        if source is not None and groupby in source.obs:
-            col = source.obs[groupby]
-            if source is adata:
-                return col.astype(str).to_numpy()
-            pos = source.obs_names.get_indexer(adata.obs_names)
-            if (pos >= 0).all():
-                return col.astype(str).to_numpy()[pos]
-    raise CellBridgeInputError(
-        f"`{name}.obs` has no column {groupby!r} (columns: {list(adata.obs.columns)}); add the "
-        "cluster labels of these cells (e.g. transferred with `cellbridge.tl.transfer_labels`)."
-    )
-
-
-def _cell_setup(rna, atac, *, use_rep, atac_embedding, paired, groupby, n_groups,
-                min_level_cells: int = 20) -> dict:
-    """Cell indices (and embeddings) of each group value; paired cells aligned by name."""
-    if paired:
-        pos = atac.obs_names.get_indexer(rna.obs_names)
-        r_all = np.flatnonzero(pos >= 0)
-        if len(r_all) == 0:
-            raise CellBridgeInputError(
-                "`paired=True` but no cell name of `rna` is in `atac.obs_names` (e.g. "
-                f"{rna.obs_names[0]!r} vs {atac.obs_names[0]!r}); give both the same cell names, "
-                "or pass `paired=False` with a joint embedding."
-            )
-        if len(r_all) < rna.n_obs or len(r_all) < atac.n_obs:
-            warnings.warn(f"paired: {len(r_all)} cells are in both `rna` ({rna.n_obs}) and `atac` "
-                          f"({atac.n_obs}); only those are used.", CellBridgeWarning, stacklevel=3)
-        a_all = pos[r_all]
-        Z_r = _embedding(rna, use_rep, "rna")[r_all] if n_groups is not None else None
-        Z_a = None
-        labels = _labels(rna, groupby, "rna", atac)[r_all] if groupby else None
-        labels_a = labels
-    else:
-        Z_r = _embedding(rna, use_rep, "rna")
-        Z_a = _atac_embedding(atac, atac_embedding, use_rep)
-        if Z_r.shape[1] != Z_a.shape[1]:
-            raise CellBridgeInputError(
-                f"The RNA embedding has {Z_r.shape[1]} dimensions but the ATAC one {Z_a.shape[1]}; "
-                "both must come from the same joint embedding."
-            )
-        r_all, a_all = np.arange(rna.n_obs), np.arange(atac.n_obs)
-        labels = _labels(rna, groupby, "rna") if groupby else None
-        extra = atac_embedding if isinstance(atac_embedding, AnnData) else None
-        labels_a = _labels(atac, groupby, "atac", extra) if groupby else None
-    if groupby is None:
-        return {"levels": {None: (r_all, a_all, Z_r, Z_a)}, "skipped": []}
-    levels, skipped = {}, []
-    for level in pd.unique(np.concatenate([labels, labels_a])):
-        r_sel, a_sel = labels == level, labels_a == level
-        if min(r_sel.sum(), a_sel.sum()) < min_level_cells:
-            skipped.append(str(level))
-            continue
-        levels[level] = (r_all[r_sel], a_all[a_sel], None if Z_r is None else Z_r[r_sel],
-                         None if Z_a is None else Z_a[a_sel])
-    if skipped:
-        warnings.warn(f"groups {skipped} have fewer than {min_level_cells} cells of a modality; no "
-                      "links are computed for them.", CellBridgeWarning, stacklevel=3)
-    if not levels:
-        raise CellBridgeInputError(
-            f"No value of `{groupby}` has {min_level_cells} cells in both modalities; pass a "
-            "coarser `groupby`."
-        )
-    return {"levels": levels, "skipped": skipped}

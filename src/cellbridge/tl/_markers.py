@@ -21,6 +21,7 @@ from anndata import AnnData
 from scipy import stats
 
 from .._errors import CellBridgeInputError, CellBridgeWarning
+from ._tables import check_store, store_table
 
 __all__ = ["MARKER_COLUMNS", "marker_agreement", "marker_genes"]
 
@@ -82,6 +83,15 @@ def _labels(adata: AnnData, groupby: str, name: str) -> pd.Series:
     return col.astype(str)
 
 
+def _input_names(adata: AnnData) -> pd.Index:
+    """The features' names as the user's tables spell them: ``var["input_var_name"]`` where a
+    joint result prefixed colliding names (``"gene_activity:CD4"``, see
+    :func:`cellbridge.io.joint_mudata`), else ``var_names``."""
+    if "input_var_name" in adata.var:
+        return pd.Index(adata.var["input_var_name"].astype(str))
+    return pd.Index(adata.var_names.astype(str))
+
+
 def _looks_like_counts(X) -> bool:
     values = X.data if sp.issparse(X) else np.asarray(X).ravel()
     values = values[: 1 << 20]
@@ -100,7 +110,7 @@ def _rank_genes(adata: AnnData, labels: pd.Series, *, layer, method, normalize, 
         logger.info("%s: values %s", source, "normalised and log1p" if normalize else "used as given")
     tmp = AnnData(sp.csr_matrix(X, dtype=np.float32, copy=True),
                   obs=pd.DataFrame({"group": pd.Categorical(labels.to_numpy())}, index=adata.obs_names),
-                  var=pd.DataFrame(index=adata.var_names))
+                  var=pd.DataFrame(index=_input_names(adata)))
     sizes = tmp.obs["group"].value_counts()
     small = sizes.index[sizes < 3].tolist()
     if small:
@@ -127,7 +137,7 @@ def _rank_genes(adata: AnnData, labels: pd.Series, *, layer, method, normalize, 
     df = df.sort_values(["group", "score"], ascending=[True, False], kind="stable")
     df["rank"] = df.groupby("group").cumcount()
     df = (df if n_genes is None else df[df["rank"] < n_genes]).assign(source=source)
-    return df[MARKER_COLUMNS], list(adata.var_names)
+    return df[MARKER_COLUMNS], list(tmp.var_names)
 
 
 def _embedding(adata: AnnData, name: str, use_rep: str, model):
@@ -217,6 +227,7 @@ def marker_genes(
     layer: str | None = None,
     method: str = "wilcoxon",
     normalize: bool | None = None,
+    key_added: str | None = None,
 ) -> pd.DataFrame:
     """Top marker genes of each group from RNA, gene activity, or BiCLUM's decoder.
 
@@ -247,6 +258,10 @@ def marker_genes(
         Test of :func:`scanpy.tl.rank_genes_groups` (``"wilcoxon"``, ``"t-test"``, ...).
     normalize
         Normalise per cell and log1p before testing; default: when the values are counts.
+    key_added
+        Also store the table in ``uns[key_added]`` of ``data`` (an AnnData or MuData; ``attrs``,
+        the features tested included, in ``uns[f"{key_added}_attrs"]``), where
+        :func:`gene_set_enrichment` finds it.
 
     Returns
     -------
@@ -259,6 +274,7 @@ def marker_genes(
         raise CellBridgeInputError(f"source must be one of {SOURCES}, got {source!r}.")
     if n_genes is not None and n_genes < 1:
         raise CellBridgeInputError(f"`n_genes` must be at least 1, got {n_genes}.")
+    check_store(data, key_added)
     mods = _modalities(data)
     if source == "decoder":
         df, universe = _decoder_markers(mods, groupby, model=model, use_rep=use_rep, n_genes=n_genes,
@@ -275,6 +291,8 @@ def marker_genes(
         universe = {source: features}
     df = df.reset_index(drop=True)
     df.attrs["features"] = universe
+    if key_added is not None:
+        store_table(data, key_added, df)
     return df
 
 
@@ -303,9 +321,10 @@ def marker_agreement(
 
     Returns
     -------
-    DataFrame with one row per group and pair of sources: ``group, source_a, source_b, n_a,
-    n_b, n_universe, overlap, expected, enrichment`` (overlap / expected), ``pvalue``
-    (hypergeometric, overlap at least as large) and ``jaccard``.
+    pandas.DataFrame
+        One row per group and pair of sources: ``group, source_a, source_b, n_a, n_b,
+        n_universe, overlap, expected, enrichment`` (overlap / expected), ``pvalue``
+        (hypergeometric, overlap at least as large) and ``jaccard``.
     """
     frames = list(markers.values()) if isinstance(markers, Mapping) else (
         [markers] if isinstance(markers, pd.DataFrame) else list(markers))

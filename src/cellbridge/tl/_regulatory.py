@@ -13,6 +13,7 @@ from anndata import AnnData
 from .._errors import CellBridgeInputError
 from ._links import gene_peak_links
 from ._markers import _rank_genes, marker_genes
+from ._tables import check_store, store_table
 
 __all__ = ["regulatory_readout"]
 
@@ -58,6 +59,7 @@ def regulatory_readout(
     layer_rna: str | None = None,
     layer_atac: str | None = None,
     seed: int = 0,
+    key_added: str | None = None,
 ) -> pd.DataFrame:
     """Per cluster: marker genes, peaks linked to them, and candidate cis-regulatory elements.
 
@@ -95,19 +97,23 @@ def regulatory_readout(
         Test of :func:`scanpy.tl.rank_genes_groups` for genes and peaks.
     layer_rna, layer_atac
         Layers holding the raw counts.
+    key_added
+        Also store the table in ``rna.uns[key_added]`` (``attrs`` in ``uns[f"{key_added}_attrs"]``).
 
     Returns
     -------
-    DataFrame with one row per cluster, marker gene and linked peak (a marker without a linked peak
-    has one row with ``peak`` missing): ``group, gene, gene_rank, gene_score, gene_logfoldchange,
-    gene_pvalue_adj, peak, distance, link_score, link_zscore, link_fdr, peak_score,
-    peak_logfoldchange, peak_pvalue_adj, candidate_cre``.
+    pandas.DataFrame
+        One row per cluster, marker gene and linked peak (a marker without a linked peak has one
+        row with ``peak`` missing): ``group, gene, gene_rank, gene_score, gene_logfoldchange,
+        gene_pvalue_adj, peak, distance, link_score, link_zscore, link_fdr, peak_score,
+        peak_logfoldchange, peak_pvalue_adj, candidate_cre``.
     """
     if groupby not in rna.obs:
         raise CellBridgeInputError(
             f"`rna.obs` has no column {groupby!r} (columns: {list(rna.obs.columns)}); add the "
             "clusters first (e.g. scMDCF's `predict_clusters`)."
         )
+    check_store(rna, key_added)
     if not rna.obs_names.isin(atac.obs_names).any():
         raise CellBridgeInputError(
             "regulatory_readout needs paired data: no cell name of `rna` is in `atac.obs_names`; "
@@ -152,7 +158,10 @@ def regulatory_readout(
     out = out[READOUT_COLUMNS].sort_values(["group", "gene_rank", "link_fdr"], kind="stable")
     out = out.reset_index(drop=True)
     out.attrs["regulatory_readout"] = {
-        "groupby": groupby, "n_genes": n_genes, "cluster_specific": bool(cluster_specific), "link_fdr": link_fdr, "da_fdr": da_fdr,
+        "groupby": groupby, "n_genes": n_genes, "cluster_specific": bool(cluster_specific), "link_fdr": link_fdr,
+        "da_fdr": da_fdr,
         "n_links": int(out["peak"].notna().sum()), "n_candidates": int(out["candidate_cre"].sum()),
     }
+    if key_added is not None:
+        store_table(rna, key_added, out)
     return out

@@ -1,24 +1,50 @@
-"""Clustering of embeddings: Leiden, k-means, an estimate of the number of clusters, consensus."""
+"""Clustering of embeddings: Leiden, k-means, an estimate of the number of clusters, consensus.
+
+Each function takes a cells x dimensions array, or an AnnData / MuData whose ``obsm[use_rep]`` holds
+the embedding (scanpy's convention): labels of an array are returned, those of an AnnData / MuData
+are written to ``obs[key_added]`` (in place, or on a copy with ``copy=True``).
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from .._errors import CellBridgeInputError
-from .._utils import sample_or_all
-from .._validate import as_embedding
+from .._utils import progress_bar, sample_or_all
+from .._validate import get_rep
 from ..neighbors import knn_graph
 
-__all__ = ["leiden", "kmeans", "estimate_n_clusters", "consensus_clusters"]
+__all__ = ["consensus_clusters", "estimate_n_clusters", "kmeans", "leiden"]
 
 #: Above this many cells :func:`consensus_clusters` builds its tree on a sample (memory ~ n²).
 CONSENSUS_MAX_CELLS = 10_000
 
 
 Flavor = Literal["igraph", "leidenalg"]
+
+
+def _annotated(data) -> bool:
+    """An AnnData or MuData (labels go to its ``obs``), not an array."""
+    return hasattr(data, "obsm") and hasattr(data, "obs")
+
+
+def _name(data) -> str:
+    """How messages call the input: ``mdata``, ``adata`` or ``emb``."""
+    return "mdata" if hasattr(data, "mod") else "adata" if _annotated(data) else "emb"
+
+
+def _write_labels(data, labels: np.ndarray, *, key_added: str, params: dict, copy: bool, extra: dict | None = None):
+    """``obs[key_added]`` (categorical, categories in label order) and ``uns[key_added]["params"]``
+    of ``data`` or of its copy; returns the copy, or None."""
+    target = data.copy() if copy else data
+    values = np.asarray(labels)
+    target.obs[key_added] = pd.Categorical(values.astype(str), categories=[str(c) for c in np.unique(values)])
+    target.uns[key_added] = {"params": {k: v for k, v in params.items() if v is not None}, **(extra or {})}
+    return target if copy else None
 
 
 def _igraph(graph: sp.spmatrix):
@@ -100,26 +126,30 @@ def _leiden_to_k(graph: sp.spmatrix, n_clusters: int, *, seed: int, flavor: Flav
     """Leiden with the resolution bisected over [0.01, 5] to give ``n_clusters`` communities (the
     closest count found when it is never hit exactly)."""
     lo, hi, best = 0.01, 5.0, None
-    for _ in range(max_steps):
-        mid = (lo + hi) / 2
-        labels = leiden_on_graph(graph, resolution=mid, seed=seed, flavor=flavor, weighted=weighted)
-        n = len(np.unique(labels))
-        if best is None or abs(n - n_clusters) < abs(len(np.unique(best)) - n_clusters):
-            best = labels
-        if n == n_clusters:
-            break
-        lo, hi = (mid, hi) if n < n_clusters else (lo, mid)
+    with progress_bar(total=max_steps, desc=f"Leiden resolution scan (K={n_clusters})", unit="run") as bar:
+        for _ in range(max_steps):
+            mid = (lo + hi) / 2
+            labels = leiden_on_graph(graph, resolution=mid, seed=seed, flavor=flavor, weighted=weighted)
+            bar.update()
+            n = len(np.unique(labels))
+            if best is None or abs(n - n_clusters) < abs(len(np.unique(best)) - n_clusters):
+                best = labels
+            if n == n_clusters:
+                break
+            lo, hi = (mid, hi) if n < n_clusters else (lo, mid)
     return best
 
 
 def leiden(emb, *, resolution: float = 1.0, n_clusters: int | None = None, n_neighbors: int = 15,
-           seed: int = 0, flavor: Flavor = "igraph") -> np.ndarray:
+           seed: int = 0, flavor: Flavor = "igraph", use_rep: str | None = None, key_added: str = "leiden",
+           copy: bool = False):
     """Leiden clustering of an embedding on its kNN graph.
 
     Parameters
     ----------
     emb
-        Cells x dimensions array (e.g. a joint or fused embedding).
+        Cells x dimensions array (e.g. a joint or fused embedding), or an AnnData / MuData holding
+        it in ``obsm[use_rep]``.
     resolution
         Leiden resolution; higher values give more clusters.
     n_clusters
@@ -132,25 +162,41 @@ def leiden(emb, *, resolution: float = 1.0, n_clusters: int | None = None, n_nei
     flavor
         ``"igraph"`` (weighted UMAP-style graph) or ``"leidenalg"`` (unweighted graph, scMDCF's
         historical path); see :func:`leiden_on_graph`.
+    use_rep
+        AnnData / MuData: the ``obsm`` key of the embedding (default: the first of ``X_biclum``,
+        ``X_scmdcf``, ``X_pca`` present).
+    key_added
+        AnnData / MuData: the ``obs`` column written (and ``uns[key_added]["params"]``).
+    copy
+        AnnData / MuData: write on a copy and return it instead of writing in place.
 
     Returns
     -------
-    numpy.ndarray
-        Integer cluster labels (0 = largest cluster).
+    numpy.ndarray or AnnData or MuData or None
+        For an array: integer cluster labels (0 = largest cluster). For an AnnData / MuData:
+        ``None`` (or the copy with ``copy=True``), with ``obs[key_added]`` holding the labels as
+        categories ``"0"``, ``"1"``...
     """
-    graph = knn_graph(emb, n_neighbors=n_neighbors, weights="binary" if flavor == "leidenalg" else "umap")
-    return leiden_on_graph(graph, resolution=resolution, n_clusters=n_clusters, seed=seed, flavor=flavor)
+    X = get_rep(emb, use_rep, name=_name(emb))
+    graph = knn_graph(X, n_neighbors=n_neighbors, weights="binary" if flavor == "leidenalg" else "umap")
+    labels = leiden_on_graph(graph, resolution=resolution, n_clusters=n_clusters, seed=seed, flavor=flavor)
+    if not _annotated(emb):
+        return labels
+    params = {"resolution": resolution, "n_clusters": n_clusters, "n_neighbors": n_neighbors, "seed": seed,
+              "flavor": flavor, "use_rep": use_rep}
+    return _write_labels(emb, labels, key_added=key_added, params=params, copy=copy)
 
 
 def kmeans(
-    emb, n_clusters: int, *, seed: int = 0, n_init: int = 20, return_centers: bool = False
+    emb, n_clusters: int, *, seed: int = 0, n_init: int = 20, return_centers: bool = False,
+    use_rep: str | None = None, key_added: str = "kmeans", copy: bool = False,
 ):
     """k-means clustering (scikit-learn) of an embedding.
 
     Parameters
     ----------
     emb
-        Cells x dimensions array.
+        Cells x dimensions array, or an AnnData / MuData holding it in ``obsm[use_rep]``.
     n_clusters
         Number of clusters K (1 <= K <= number of cells).
     seed
@@ -158,19 +204,32 @@ def kmeans(
     n_init
         Number of k-means++ restarts; the best (lowest inertia) is kept.
     return_centers
-        Also return the K x dimensions centroids (e.g. to initialise DEC cluster centres).
+        Array input: also return the K x dimensions centroids (e.g. to initialise DEC cluster
+        centres). An AnnData / MuData always gets them in ``uns[key_added]["centers"]``.
+    use_rep
+        AnnData / MuData: the ``obsm`` key of the embedding (default as :func:`leiden`).
+    key_added
+        AnnData / MuData: the ``obs`` column written (and ``uns[key_added]``).
+    copy
+        AnnData / MuData: write on a copy and return it instead of writing in place.
 
     Returns
     -------
-    numpy.ndarray or tuple
-        Integer labels, or ``(labels, centers)`` when ``return_centers`` is true.
+    numpy.ndarray or tuple or AnnData or MuData or None
+        For an array: integer labels, or ``(labels, centers)`` when ``return_centers`` is true.
+        For an AnnData / MuData: ``None`` (or the copy with ``copy=True``), with
+        ``obs[key_added]`` and ``uns[key_added]`` (``params``, ``centers``) written.
     """
     from sklearn.cluster import KMeans
 
-    X = as_embedding(emb)
+    X = get_rep(emb, use_rep, name=_name(emb))
     _check_n_clusters(n_clusters, X.shape[0], "; pass a smaller K or use `estimate_n_clusters(emb)`")
     model = KMeans(n_clusters=int(n_clusters), n_init=n_init, random_state=seed).fit(X)
     labels = model.labels_.astype(np.int64)
+    if _annotated(emb):
+        params = {"n_clusters": int(n_clusters), "seed": seed, "n_init": n_init, "use_rep": use_rep}
+        return _write_labels(emb, labels, key_added=key_added, params=params, copy=copy,
+                             extra={"centers": model.cluster_centers_})
     return (labels, model.cluster_centers_) if return_centers else labels
 
 
@@ -183,14 +242,14 @@ def _check_n_clusters(n_clusters: int, n_cells: int, hint: str = "") -> None:
 
 def estimate_n_clusters(
     emb, *, resolution: float = 1.0, n_neighbors: int = 15, seed: int = 0, min_size: int = 1,
-    flavor: Flavor = "igraph",
+    flavor: Flavor = "igraph", use_rep: str | None = None,
 ) -> int:
     """Estimate the number of clusters K by Leiden clustering of the kNN graph.
 
     Parameters
     ----------
     emb
-        Cells x dimensions array.
+        Cells x dimensions array, or an AnnData / MuData holding it in ``obsm[use_rep]``.
     resolution
         Leiden resolution (default 1.0, scanpy's default).
     n_neighbors
@@ -201,13 +260,16 @@ def estimate_n_clusters(
         Clusters with fewer cells than this are not counted (``1`` counts all).
     flavor
         Leiden implementation, see :func:`leiden`.
+    use_rep
+        AnnData / MuData: the ``obsm`` key of the embedding (default as :func:`leiden`).
 
     Returns
     -------
     int
         The number of Leiden clusters (at least 1).
     """
-    labels = leiden(emb, resolution=resolution, n_neighbors=n_neighbors, seed=seed, flavor=flavor)
+    X = get_rep(emb, use_rep, name=_name(emb))
+    labels = leiden(X, resolution=resolution, n_neighbors=n_neighbors, seed=seed, flavor=flavor)
     sizes = np.bincount(labels)
     return max(int((sizes >= min_size).sum()), 1)
 
@@ -236,7 +298,7 @@ def _one_hot(codes: np.ndarray) -> sp.csr_matrix:
 
 
 def consensus_clusters(labelings, n_clusters: int, *, max_cells: int = CONSENSUS_MAX_CELLS,
-                       seed: int = 0) -> np.ndarray:
+                       seed: int = 0, keys=None, key_added: str = "consensus", copy: bool = False):
     """Consensus of several clusterings of the same cells (evidence accumulation).
 
     The co-association of two cells is the fraction of the clusterings that put them in one
@@ -250,19 +312,42 @@ def consensus_clusters(labelings, n_clusters: int, *, max_cells: int = CONSENSUS
     ----------
     labelings
         Sequence of label arrays (any hashable labels), one per clustering, each over the same
-        cells in the same order.
+        cells in the same order; or an AnnData / MuData whose ``obs[keys]`` hold the clusterings.
     n_clusters
         Number of consensus clusters.
     max_cells
         Largest number of cells clustered exactly.
     seed
         Seed of the sample above ``max_cells``.
+    keys
+        AnnData / MuData: the ``obs`` columns of the clusterings (e.g. ``["leiden", "kmeans"]``).
+    key_added
+        AnnData / MuData: the ``obs`` column written (and ``uns[key_added]["params"]``).
+    copy
+        AnnData / MuData: write on a copy and return it instead of writing in place.
 
     Returns
     -------
-    numpy.ndarray
-        Integer labels (0 = largest cluster).
+    numpy.ndarray or AnnData or MuData or None
+        For label arrays: integer labels (0 = largest cluster). For an AnnData / MuData: ``None``
+        (or the copy with ``copy=True``), with ``obs[key_added]`` written.
     """
+    if not _annotated(labelings):
+        return _consensus(labelings, n_clusters, max_cells=max_cells, seed=seed)
+    keys = [keys] if isinstance(keys, str) else list(keys or [])
+    missing = [k for k in keys if k not in labelings.obs]
+    if not keys or missing:
+        raise CellBridgeInputError(
+            f"`keys` must name the `obs` columns of the clusterings to combine (missing: {missing}; "
+            f"columns: {list(labelings.obs.columns)}), e.g. `keys=['leiden', 'kmeans']`."
+        )
+    labels = _consensus([labelings.obs[k].to_numpy() for k in keys], n_clusters, max_cells=max_cells, seed=seed)
+    params = {"n_clusters": int(n_clusters), "keys": keys, "max_cells": max_cells, "seed": seed}
+    return _write_labels(labelings, labels, key_added=key_added, params=params, copy=copy)
+
+
+def _consensus(labelings, n_clusters: int, *, max_cells: int, seed: int) -> np.ndarray:
+    """:func:`consensus_clusters` of label arrays."""
     from sklearn.cluster import AgglomerativeClustering
 
     codes = _label_codes(labelings, n_clusters)
@@ -271,9 +356,12 @@ def consensus_clusters(labelings, n_clusters: int, *, max_cells: int = CONSENSUS
     onehot, n_runs, n = _one_hot(codes), codes.shape[1], codes.shape[0]
     rows = sample_or_all(n, max_cells, seed)
     sample = onehot[rows]
-    distance = 1.0 - (sample @ sample.T).toarray().astype(np.float64) / n_runs
-    tree = AgglomerativeClustering(int(n_clusters), metric="precomputed",
-                                   linkage="average").fit_predict(distance)
+    with progress_bar(total=2, desc="consensus clustering", unit="step") as bar:
+        distance = 1.0 - (sample @ sample.T).toarray().astype(np.float64) / n_runs
+        bar.update()
+        tree = AgglomerativeClustering(int(n_clusters), metric="precomputed",
+                                       linkage="average").fit_predict(distance)
+        bar.update()
     if n <= max_cells:
         return _relabel_by_size(tree)
     members = sp.csr_matrix((np.ones(tree.size), (np.arange(tree.size), tree)))

@@ -40,7 +40,7 @@ def test_train_embed_and_outputs(split_rna):
     assert feats["rna"].shape == (200, 50) and list(feats["other"].index) == list(a.var_names)
     mdata = model.to_mudata()
     assert mdata.mod["rna"].obsm["X_biclum"].shape == (300, 50)
-    assert mdata.mod["atac"].varm["X_biclum"].shape == (200, 50)
+    assert mdata.mod["gene_activity"].varm["X_biclum"].shape == (200, 50)
     assert "X_biclum" not in b.obsm  # inputs untouched
     uns = mdata.uns["biclum"]
     assert list(uns["history"]["loss"]) == losses and uns["train_summary"] == model.train_summary_
@@ -245,3 +245,23 @@ def test_smoothing_and_refinement_give_pairs_of_the_same_type_more_often():
     plain = agreement(mnn_smooth=0, pair_refine=0)
     assert agreement(mnn_smooth=15, pair_refine=0) > plain
     assert agreement() > plain  # the default: mnn_smooth=15, pair_refine=1
+
+
+def test_accepts_one_mudata_as_scmdcf_does(split_rna):
+    import warnings
+
+    import mudata as md
+
+    a, b = split_rna
+    peaks = ad.AnnData(a.X, obs=a.obs, var={"n": np.arange(a.n_vars)})
+    peaks.var_names = [f"chr1:{100 * i}-{100 * i + 50}" for i in range(a.n_vars)]
+    with warnings.catch_warnings(), md.set_options(pull_on_update=False):
+        warnings.simplefilter("ignore", UserWarning)  # genes named alike in both modalities
+        mdata = md.MuData({"rna": b, "gene_activity": a})
+        with_peaks = md.MuData({"rna": b, "atac": peaks})
+    model = cb.BiCLUM(mdata, k_mnn=20, n_pcs=20, n_profile=64, profile="subsample")
+    assert model.modality == "atac" and model.rna is mdata["rna"] and model.other is mdata["gene_activity"]
+    with pytest.raises(CellBridgeInputError, match="holds peaks; add its gene activity first"):
+        cb.BiCLUM(with_peaks)
+    with pytest.raises(CellBridgeInputError, match="`other` is missing"):
+        cb.BiCLUM(b)

@@ -189,7 +189,7 @@ def test_cluster_paired_mudata(make_pair):
                                   accelerator="cpu", pretrain_epochs=2, finetune_epochs=1)
     assert set(mdata.mod) == {"rna", "adt"} and mdata.uns["scmdcf"]["n_clusters"] == 3
     assert mdata.uns["scmdcf"]["n_models"] == 5
-    assert mdata["rna"].obsm["X_scmdcf"].shape == (60, 5 * 8)
+    assert mdata.obsm["X_scmdcf"].shape == (60, 5 * 8) and "X_scmdcf" not in mdata["rna"].obsm  # one fused z
 
 
 def _benchmark_module(repo_root):

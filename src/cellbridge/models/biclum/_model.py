@@ -14,11 +14,12 @@ import torch
 from anndata import AnnData
 
 from ..._errors import CellBridgeInputError
-from ..._validate import check_finite, row_blocks
-from ...pp.paired import MUDATA_KEYS
+from ..._validate import check_finite, check_model_embedding, row_blocks
+from ...pp.paired import MUDATA_KEYS, infer_modality, split_mudata
 from .._params import to_json
 from ..distributed import resolve_world_size
 from ..training import (
+    Checkpoint,
     encode_all,
     load_model_dir,
     save_model_dir,
@@ -35,7 +36,7 @@ from ._data import (
 )
 from ._module import OTHER, RNA, BiCLUMModule
 from ._presets import BiCLUMParams, resolve_params
-from ._training import TrainConfig, TrainInputs, fit, fit_distributed, make_config
+from ._training import TrainConfig, TrainInputs, checkpoint_run, fit, fit_distributed, make_config
 
 logger = logging.getLogger("cellbridge")
 
@@ -46,12 +47,16 @@ class BiCLUM:
     Parameters
     ----------
     rna
-        Cells x genes raw counts (scRNA-seq).
+        Cells x genes raw counts (scRNA-seq), or one MuData holding ``"rna"`` and
+        ``"gene_activity"`` (ATAC) or ``"adt"``/``"prot"``/``"protein"`` (then ``other=None``), as
+        :class:`cellbridge.scMDCF` accepts; a MuData whose ATAC modality holds peaks is refused
+        with the fix (add its gene activity as ``"gene_activity"``).
     other
         ``modality="atac"``: cells x genes gene activity (:func:`cellbridge.pp.gene_activity`);
-        ``modality="protein"``: cells x proteins raw ADT counts.
+        ``modality="protein"``: cells x proteins raw ADT counts. None with a MuData ``rna``.
     modality
-        ``"atac"`` or ``"protein"``.
+        ``"atac"`` or ``"protein"``; None: from the MuData's modality names, ``"atac"`` for an
+        AnnData pair.
     preset
         ``"reference"`` reproduces the published code (dot similarity, all features re-encoded
         from all cells every step, raw-count targets, MNN on the scaled shared features);
@@ -94,10 +99,10 @@ class BiCLUM:
 
     def __init__(
         self,
-        rna: AnnData,
-        other: AnnData,
+        rna,
+        other: AnnData | None = None,
         *,
-        modality: str = "atac",
+        modality: str | None = None,
         preset: str = "default",
         n_top_genes: int = 2000,
         n_pcs: int = 100,
@@ -108,7 +113,10 @@ class BiCLUM:
         accelerator: str = "auto",
         **params,
     ):
+        rna, other, modality = _split_inputs(rna, other, modality)
         self.params: BiCLUMParams = resolve_params(preset, modality, params)
+        _check_count("n_top_genes", n_top_genes, 1)
+        _check_count("n_pcs", n_pcs, 1)
         self.preset, self.modality, self.seed = preset, modality, seed
         self.device = select_device(accelerator)
         self.rna, self.other = rna, other
@@ -162,6 +170,10 @@ class BiCLUM:
         backend: str = "gloo",
         init_method: str | None = None,
         threads_per_process: int = 1,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int | None = None,
+        checkpoint_seconds: float | None = 600.0,
+        resume: bool = False,
         **params,
     ) -> BiCLUM:
         """Train with early stopping (best weights restored).
@@ -181,6 +193,21 @@ class BiCLUM:
         backend, init_method, threads_per_process
             Data-parallel settings: ``"gloo"`` (CPU) or ``"nccl"`` (GPUs), the rendezvous URL, and
             threads per spawned process.
+        checkpoint_dir
+            Folder for ``checkpoint.pt``, the training state (weights, optimiser, early stopping,
+            random states, history, epoch), written atomically every ``checkpoint_every`` epochs
+            and/or ``checkpoint_seconds`` seconds, on Ctrl-C (after the current epoch; the
+            :class:`~cellbridge._errors.TrainingInterrupted` raised then says how to resume) and
+            when training ends. None: no checkpoints. Single-process training only.
+        checkpoint_every
+            Epochs between checkpoints (None: by time only).
+        checkpoint_seconds
+            Seconds between checkpoints (None: by epochs only); default 10 minutes.
+        resume
+            Continue the run saved in ``checkpoint_dir`` (built on the same data with the same
+            options and seed): the result is identical to an uninterrupted run on CPU. Resuming a
+            finished run restores its result without training. ``max_epochs`` and ``max_time``
+            may be raised for the continued run.
         **params
             Overrides of ``lr``, ``batch_size``, ``patience``... for this run.
 
@@ -191,13 +218,23 @@ class BiCLUM:
         """
         config = self._train_config(max_epochs, max_time, params)
         torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+        if resume and checkpoint_dir is None:
+            raise CellBridgeInputError("resume=True needs the checkpoint_dir of the run to continue.")
         if world_size > 1 or torchrun:
+            if checkpoint_dir is not None:
+                raise CellBridgeInputError("checkpoints and resume are supported in single-process training only; "
+                                           "drop checkpoint_dir/resume or train with world_size=1.")
             world_size = resolve_world_size(world_size if world_size > 1 else None, torchrun)
             history, summary = fit_distributed(
                 self.module, self._train_inputs(), config, progress, world_size=world_size, backend=backend,
                 init_method=init_method, threads_per_process=threads_per_process)
         else:
-            history, summary = fit(self.module, self._train_inputs(), config, progress)
+            inputs = self._train_inputs()
+            checkpoint = None if checkpoint_dir is None else Checkpoint(
+                checkpoint_dir, run=checkpoint_run(config, inputs, self.module), model="BiCLUM",
+                resume_hint=f"the same BiCLUM(...).train(..., checkpoint_dir={str(checkpoint_dir)!r}, `resume=True`)",
+                every=checkpoint_every, seconds=checkpoint_seconds)
+            history, summary = fit(self.module, inputs, config, progress, checkpoint=checkpoint, resume=resume)
         self.history_, self.train_summary_, self.is_trained_ = history, summary, True
         return self
 
@@ -205,6 +242,9 @@ class BiCLUM:
         if self.data is None:
             raise CellBridgeInputError("this model was loaded without its training data; it can embed but not "
                                        "train (build a new BiCLUM on the data to train).")
+        if max_time is not None and (isinstance(max_time, bool) or not isinstance(max_time, (int, float))
+                                     or not max_time > 0):
+            raise CellBridgeInputError(f"`max_time` must be a number of seconds above 0 (or None), got {max_time!r}.")
         return make_config(self.params.replace(max_epochs=max_epochs, **overrides), max_time=max_time,
                            seed=self.seed)
 
@@ -260,7 +300,8 @@ class BiCLUM:
             pca = self._project(adata, k, layer)
         self.module.eval()
         x = torch.as_tensor(pca, device=self.device)
-        return encode_all(lambda part: self.module.encode_cells(part, k), x, precision=self.params.precision)
+        z = encode_all(lambda part: self.module.encode_cells(part, k), x, precision=self.params.precision)
+        return check_model_embedding(z, model="BiCLUM", what=f"{('other', 'rna')[k]} cells", inputs=pca)
 
     def _project(self, adata: AnnData, k: int, layer: str | None) -> np.ndarray:
         transform = self._transforms[k]
@@ -317,34 +358,59 @@ class BiCLUM:
             x = self.module.decode(torch.as_tensor(np.asarray(z, dtype=np.float32), device=self.device), v, k)
         return pd.DataFrame(x.float().cpu().numpy(), columns=features.index)
 
-    def to_mudata(self, key_added: str = "biclum"):
-        """Copies of both modalities with ``obsm[f"X_{key_added}"]``, ``varm[f"X_{key_added}"]`` (NaN
-        for non-model features), and ``uns[key_added]`` (history, parameters, pair counts).
+    def to_mudata(self, key_added: str = "biclum", *, atac: AnnData | None = None):
+        """The result as one MuData laid out for joint analysis (:func:`cellbridge.io.joint_mudata`).
+
+        Modalities: ``"rna"`` and ``"gene_activity"`` (``modality="atac"``) or ``"adt"``, copies of
+        the training objects with ``obsm[f"X_{key_added}"]`` (cell embedding) and
+        ``varm[f"X_{key_added}"]`` (feature embedding, NaN for features the model did not use);
+        with ``atac``, also ``"atac"``: the peaks of the gene-activity cells (no embedding of its
+        own: its cells are those of ``"gene_activity"``). Top level: ``obsm[f"X_{key_added}"]`` of
+        every cell, ``obs["modality"]`` (``"rna"`` or ``"atac"``/``"adt"``), the modalities' ``obs``
+        columns (labels...) and ``uns[key_added]`` (history, parameters, pair counts), so that
+        ``sc.pp.neighbors(mdata, use_rep="X_biclum")`` works. RNA and other cells sharing names are
+        renamed ``NAME_rna`` / ``NAME_atac`` (input names in ``obs["input_obs_name"]``); feature
+        names that collide with the RNA's get their modality as prefix (``"gene_activity:CD4"``,
+        input names in ``var["input_var_name"]``).
 
         Parameters
         ----------
         key_added
             Name of the ``obsm`` / ``varm`` keys (``f"X_{key_added}"``) and of the ``uns`` entry.
+        atac
+            ``modality="atac"``: the peak matrix the gene activity was computed from (it must hold
+            the gene-activity cells), kept as modality ``"atac"``; None: the peaks are not kept.
 
         Returns
         -------
         mudata.MuData
-            Modalities ``"rna"`` and ``"atac"``/``"adt"``: copies of the training ``rna`` and
-            ``other`` objects with the embeddings added.
+            The joint MuData described above (the training objects are not changed).
         """
-        import mudata as md
+        from ... import io
 
         key = f"X_{key_added}"
+        other_name = "gene_activity" if self.modality == "atac" else MUDATA_KEYS[self.modality]
+        side = MUDATA_KEYS[self.modality]
         feats = self.get_feature_embeddings()
         mods = {}
-        for k, name, adata in ((RNA, "rna", self.rna), (OTHER, MUDATA_KEYS[self.modality], self.other)):
+        for k, name, adata in ((RNA, "rna", self.rna), (OTHER, other_name, self.other)):
             out = adata.copy()
             out.obsm[key] = self.get_latent(adata, "rna" if k == RNA else "other")
             emb = feats["rna" if k == RNA else "other"].reindex(out.var_names)
             out.varm[key] = emb.to_numpy(dtype=np.float32)
             mods[name] = out
-        with md.set_options(pull_on_update=False):
-            mdata = md.MuData(mods)
+        sides = {"rna": "rna", other_name: side}
+        if atac is not None:
+            if self.modality != "atac" or not isinstance(atac, AnnData):
+                raise CellBridgeInputError("`atac` (an AnnData of peaks) is only kept for a model of RNA + gene activity.")
+            missing = self.other.obs_names.difference(atac.obs_names)
+            if len(missing):
+                raise CellBridgeInputError(
+                    f"`atac` lacks {len(missing)} of the gene-activity cells (e.g. {list(missing[:2])}); pass the peak "
+                    "matrix the gene activity was computed from, or atac=None.")
+            mods["atac"] = atac[self.other.obs_names].copy()
+            sides["atac"] = side
+        mdata = io.joint_mudata(mods, sides=sides, obsm_keys=(key,))
         mdata.uns[key_added] = {"history": pd.DataFrame(self.history_), "train_summary": self.train_summary_,
                                 "params": to_json(self.params), "modality": self.modality,
                                 "n_cell_pairs": len(self.cell_pairs), "n_feature_pairs": len(self.feature_pairs)}
@@ -419,6 +485,42 @@ class BiCLUM:
         self.module.load_state_dict({k: v for k, v in state.items() if not k.startswith("extra/")})
         self.module.to(self.device)
         return self
+
+
+def _split_inputs(rna, other, modality: str | None) -> tuple[AnnData, AnnData, str]:
+    """``(rna, other, modality)`` from an AnnData pair or from one MuData (see :class:`BiCLUM`)."""
+    if not hasattr(rna, "mod"):
+        if other is None:
+            raise CellBridgeInputError(
+                "`other` is missing: pass the gene activity (or ADT) AnnData as the second argument, or one MuData "
+                'with modalities "rna" and "gene_activity" (or "adt").')
+        return rna, other, modality or "atac"
+    mods = dict(rna.mod)
+    if other is None and "rna" in mods and "gene_activity" in mods:
+        if any(name.lower() in ("adt", "prot", "protein") for name in mods):
+            raise CellBridgeInputError(f"The MuData holds both gene activity and proteins ({list(mods)}); pass the "
+                                       "two AnnData objects to integrate: BiCLUM(mdata['rna'], mdata['adt']).")
+        return mods["rna"], mods["gene_activity"], modality or "atac"
+    rna_ad, other_ad, hint = split_mudata(rna, other)
+    if hint == "atac" and _holds_peaks(other_ad):
+        raise CellBridgeInputError(
+            "BiCLUM integrates RNA with gene activity, but the MuData's ATAC modality holds peaks; add its gene "
+            'activity first: mdata.mod["gene_activity"] = cellbridge.pp.gene_activity(mdata["atac"], annotation); '
+            "mdata.update(); then pass the MuData again.")
+    return rna_ad, other_ad, modality or hint
+
+
+def _holds_peaks(adata: AnnData) -> bool:
+    try:
+        return infer_modality(adata) == "atac"
+    except CellBridgeInputError:  # many features that are not peaks: genes
+        return False
+
+
+def _check_count(name: str, value, low: int) -> None:
+    """Refuse a count option that is not a whole number >= ``low`` (never silently replaced)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise CellBridgeInputError(f"BiCLUM `{name}` must be a whole number of at least {low}, got {value!r}.")
 
 
 def _module_order(pairs: np.ndarray) -> np.ndarray:

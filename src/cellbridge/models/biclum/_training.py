@@ -25,7 +25,9 @@ gradients reaching a process through the collectives count towards ``Σ_r``):
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -40,7 +42,16 @@ from tqdm.auto import tqdm
 from ..._errors import CellBridgeInputError
 from ..distributed import LOCAL, DataParallelGroup, LocalGroup, cpu_state, launch, sync_batchnorm
 from ..losses import nt_xent
-from ..training import EarlyStopping, autocast, set_seed
+from ..training import (
+    Checkpoint,
+    EarlyStopping,
+    autocast,
+    check_finite_loss,
+    fingerprint,
+    rng_state,
+    set_rng_state,
+    set_seed,
+)
 from ._data import PartnerSampler
 from ._module import OTHER, RNA, BiCLUMModule
 from ._presets import BiCLUMParams
@@ -124,6 +135,27 @@ class TrainInputs:
     def sampler(self) -> PartnerSampler:
         return PartnerSampler(self.cell_pairs, self.modalities[OTHER].n_cells, self.modalities[RNA].n_cells)
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this training data in a checkpoint (sizes and hashes of the pairs and inputs)."""
+        return {"target": self.target, "cells": [m.pca.shape for m in self.modalities],
+                "profiles": [p.shape for p in self.profiles],
+                "hash": fingerprint(self.cell_pairs, self.feature_pairs, *(m.pca for m in self.modalities),
+                                    *self.profiles)}
+
+
+def checkpoint_run(config: TrainConfig, inputs: TrainInputs, module: BiCLUMModule) -> dict[str, Any]:
+    """The description of a run that a checkpoint must match to be resumed (see
+    :class:`~cellbridge.models.training.Checkpoint`)."""
+    shapes = {k: list(v.shape) for k, v in module.state_dict().items()}
+    return {**dataclasses.asdict(config), "data": inputs.fingerprint(), "module": shapes}
+
+
+def _diverged_hints(cfg: TrainConfig) -> str:
+    return (f"tau_cell={cfg.tau_cell} / tau_feature={cfg.tau_feature} too small (the contrastive logits "
+            f"overflow; the reference uses 0.5 for ATAC, 100/50 for protein), lr={cfg.lr} too large (try 10x "
+            f"smaller), alpha={cfg.alpha:g} / beta={cfg.beta:g} very large, or precision={cfg.precision!r} "
+            "(try '32')")
+
 
 def make_config(params: BiCLUMParams, *, max_time: float | None, seed: int) -> TrainConfig:
     """The training configuration from resolved model parameters."""
@@ -155,30 +187,74 @@ class BiCLUMTrainer:
             module.cell_encoders = sync_batchnorm(module.cell_encoders, self.device)
         self._run_step = group.wrap(module, self._step)
 
-    def fit(self, progress: bool = True) -> tuple[History, dict[str, Any]]:
-        """Train; returns the per-epoch history rows and a summary (best epoch, seconds...)."""
+    def fit(self, progress: bool = True, checkpoint: Checkpoint | None = None, resume: bool = False
+            ) -> tuple[History, dict[str, Any]]:
+        """Train; returns the per-epoch history rows and a summary (best epoch, seconds...).
+
+        With a ``checkpoint`` (single process only) the state is saved as it describes; with
+        ``resume`` training continues from its state, to the same result as an uninterrupted run.
+        """
         cfg, group = self.cfg, self.group
         opt = torch.optim.Adam(self.module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         stopper = EarlyStopping(patience=cfg.patience)
-        start = time.perf_counter()
-        bar = tqdm(range(cfg.max_epochs), desc="BiCLUM", disable=not progress or group.rank != 0)
-        for epoch in bar:
-            terms = group.average(self._epoch(opt))
-            self.history.append({"phase": "train", "epoch": epoch, **terms})
-            bar.set_postfix({k: f"{v:.4g}" for k, v in terms.items()})
-            if stopper.step(terms["loss"], epoch, self.module):
-                logger.info("early stopping at epoch %d (best %d)", epoch, stopper.best_epoch)
-                break
-            if group.any(self._time_is_up(start)):  # one slow process stops everyone
-                logger.info("time limit of %.0f s reached after %d epochs", cfg.max_time, epoch + 1)
-                break
+        first, elapsed = 0, 0.0
+        if checkpoint is not None and resume:
+            meta, tensors = checkpoint.load()
+            if meta["finished"]:
+                self.module.load_state_dict(tensors["module"])
+                self.history = meta["history"]
+                return self.history, meta["summary"]
+            first, elapsed = self._restore(meta, tensors, opt, stopper)
+            logger.info("BiCLUM: resuming from %s after epoch %d", checkpoint.path, first)
+        elif checkpoint is not None:
+            checkpoint.check_fresh()
+        start = time.perf_counter() - elapsed
+        bar = tqdm(range(first, cfg.max_epochs), desc="BiCLUM", disable=not progress or group.rank != 0,
+                   initial=first, total=cfg.max_epochs)
+        with checkpoint.interruptible() if checkpoint is not None else contextlib.nullcontext():
+            for epoch in bar:
+                terms = group.average(self._epoch(opt))
+                self.history.append({"phase": "train", "epoch": epoch, **terms})
+                bar.set_postfix({k: f"{v:.4g}" for k, v in terms.items()})
+                check_finite_loss(terms, model="BiCLUM", epoch=epoch, hints=_diverged_hints(cfg))
+                if stopper.step(terms["loss"], epoch, self.module):
+                    logger.info("early stopping at epoch %d (best %d)", epoch, stopper.best_epoch)
+                    break
+                if group.any(self._time_is_up(start)):  # one slow process stops everyone
+                    logger.info("time limit of %.0f s reached after %d epochs", cfg.max_time, epoch + 1)
+                    break
+                if checkpoint is not None and (checkpoint.stop_requested or checkpoint.due()):
+                    checkpoint.save(*self._state(epoch, opt, stopper, time.perf_counter() - start))
+                    if checkpoint.stop_requested:
+                        raise checkpoint.interrupted(f"epoch {epoch + 1} of {cfg.max_epochs}")
         stopper.restore(self.module)  # D3: the reference kept the last epoch's weights
         summary = {"epochs": len(self.history), "best_epoch": stopper.best_epoch,
                    "seconds": time.perf_counter() - start, "world_size": group.world_size}
         if group.world_size > 1:
             summary.update(local_batch_size=cfg.batch_size // group.world_size,
                            epochs_per_rank=group.gather_object(len(self.history)))
+        if checkpoint is not None:
+            checkpoint.save({"history": self.history, "summary": summary}, {"module": self.module.state_dict()},
+                            finished=True)
         return self.history, summary
+
+    def _state(self, epoch: int, opt, stopper: EarlyStopping, seconds: float) -> tuple[dict, dict]:
+        """``(meta, tensors)`` of the state after ``epoch``: everything the next epoch depends on."""
+        meta = {"epoch": epoch, "seconds": seconds, "history": self.history,
+                "sampler_rng": self.rng.bit_generator.state}
+        tensors = {"module": self.module.state_dict(), "optimizer": opt.state_dict(),
+                   "stopper": stopper.state_dict(), "rng": rng_state()}
+        return meta, tensors
+
+    def _restore(self, meta: dict, tensors: dict, opt, stopper: EarlyStopping) -> tuple[int, float]:
+        """Load a saved state; returns the first epoch still to run and the seconds already spent."""
+        self.module.load_state_dict(tensors["module"])
+        opt.load_state_dict(tensors["optimizer"])
+        stopper.load_state_dict(tensors["stopper"])
+        self.history = list(meta["history"])
+        self.rng.bit_generator.state = meta["sampler_rng"]
+        set_rng_state(tensors["rng"])
+        return int(meta["epoch"]) + 1, float(meta["seconds"])
 
     def _epoch(self, opt) -> dict[str, float]:
         self.module.train()
@@ -285,12 +361,14 @@ def check_split(n_anchors: int, batch_size: int, world_size: int) -> None:
         )
 
 
-def fit(module: BiCLUMModule, inputs: TrainInputs, config: TrainConfig, progress: bool = True
-        ) -> tuple[History, dict[str, Any]]:
-    """Train ``module`` in this process (best weights restored)."""
+def fit(module: BiCLUMModule, inputs: TrainInputs, config: TrainConfig, progress: bool = True, *,
+        checkpoint: Checkpoint | None = None, resume: bool = False) -> tuple[History, dict[str, Any]]:
+    """Train ``module`` in this process (best weights restored); with a ``checkpoint``, saving and
+    resuming as :meth:`BiCLUMTrainer.fit` describes."""
     set_seed(config.seed)
     device = next(module.parameters()).device
-    return BiCLUMTrainer(module, inputs.to_device(device), inputs.sampler(), config).fit(progress=progress)
+    trainer = BiCLUMTrainer(module, inputs.to_device(device), inputs.sampler(), config)
+    return trainer.fit(progress=progress, checkpoint=checkpoint, resume=resume)
 
 
 @dataclass
@@ -309,6 +387,12 @@ def fit_distributed(module: BiCLUMModule, inputs: TrainInputs, config: TrainConf
     """:func:`fit` data-parallel on ``world_size`` processes (the same optimisation up to float
     rounding, with dropout off: dropout masks are drawn per process); the trained weights are
     loaded into ``module``.
+
+    Checkpoints and resuming are supported in single-process training only (:func:`fit`);
+    :meth:`cellbridge.BiCLUM.train` refuses ``checkpoint_dir`` / ``resume`` with ``world_size > 1``
+    or under ``torchrun``. A non-finite loss stops every process with
+    :class:`~cellbridge._errors.TrainingDivergedError`: the losses checked are the averaged ones,
+    identical on all processes.
 
     Parameters
     ----------

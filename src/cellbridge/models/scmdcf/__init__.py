@@ -5,6 +5,7 @@ fine-tuning, data-parallel), ``_data`` (input preparation and batches), ``_prese
 """
 
 from ._model import cluster_paired, scMDCF
-from ._presets import CLUSTER_METHODS, PRESETS, ScMDCFParams, resolve_params
+from ._presets import CLUSTER_METHODS, PRESETS, ScMDCFParams, check_n_clusters, resolve_params
 
-__all__ = ["scMDCF", "ScMDCFParams", "resolve_params", "cluster_paired", "PRESETS", "CLUSTER_METHODS"]
+__all__ = ["CLUSTER_METHODS", "PRESETS", "ScMDCFParams", "check_n_clusters", "cluster_paired", "resolve_params",
+           "scMDCF"]

@@ -25,16 +25,17 @@ import pandas as pd
 import torch
 
 from ..._errors import CellBridgeInputError, CellBridgeWarning
+from ..._validate import check_model_embedding
 from ...pp.paired import MUDATA_KEYS, infer_modality, split_mudata
 from ...tl.clustering import consensus_clusters, leiden
 from ..distributed import resolve_world_size
 from ..losses import dec_soft_assignment
 from .._params import to_json
-from ..training import load_model_dir, save_model_dir, select_device, set_seed
+from ..training import Checkpoint, fingerprint, load_model_dir, save_model_dir, select_device, set_seed
 from ._data import PairedBatches, modality_agreement_weights, prepare_paired
 from ._module import ScMDCFModule
-from ._presets import CLUSTER_METHODS, ScMDCFParams, resolve_params
-from ._training import embed, fit_distributed, fit_module
+from ._presets import CLUSTER_METHODS, ScMDCFParams, check_n_clusters, resolve_params
+from ._training import RunState, embed, fit_distributed, fit_module
 
 logger = logging.getLogger("cellbridge")
 
@@ -112,6 +113,7 @@ class scMDCF:  # the published method's name
             raise CellBridgeInputError(f"`other` must be an AnnData, got {type(other_ad).__name__}.")
         self.modality = modality or hint or infer_modality(other_ad)
         self.params: ScMDCFParams = resolve_params(preset, self.modality, hyperparams)
+        check_n_clusters(n_clusters)  # before the preprocessing; the upper bound once the cells are known
         self.rna, self.other = prepare_paired(
             rna_ad, other_ad, modality=self.modality, layer_rna=layer_rna, layer_other=layer_other,
             seed=seed, sparse_above=self.params.sparse_threshold(),
@@ -158,11 +160,7 @@ class scMDCF:  # the published method's name
 
     # ------------------------------------------------------------------ setup
     def _check_k(self, k: int) -> None:
-        if int(k) != k or k < 2 or k > self.rna.n_obs:
-            raise CellBridgeInputError(
-                f"`n_clusters`={k} is invalid: it must be an integer between 2 and the number of "
-                f"cells ({self.rna.n_obs}); pass a smaller K or None to estimate it."
-            )
+        check_n_clusters(k, self.rna.n_obs)
 
     def _apply_modality_weighting(self, n_clusters: int | None, seed: int) -> tuple[float, float]:
         """With ``modality_weighting="agreement"``, weights ``w`` = :func:`modality_agreement_weights`
@@ -207,7 +205,9 @@ class scMDCF:  # the published method's name
 
     # ------------------------------------------------------------------ training
     def train(self, pretrain_epochs: int | None = None, finetune_epochs: int | None = None, *,
-              progress: bool = True, world_size: int = 1, **distributed: Any) -> scMDCF:
+              progress: bool = True, world_size: int = 1, checkpoint_dir: str | os.PathLike | None = None,
+              checkpoint_every: int | None = None, checkpoint_seconds: float | None = 600.0,
+              resume: bool = False, **distributed: Any) -> scMDCF:
         """Pre-train, initialise the DEC centroids by KMeans, fine-tune (METHODS §2.4).
 
         Parameters
@@ -220,6 +220,21 @@ class scMDCF:  # the published method's name
             ``> 1`` trains data-parallel in that many processes, each on a near-equal slice of every
             global batch (:func:`cellbridge.models.scmdcf._training.fit_distributed`); under
             ``torchrun`` the group's size is used.
+        checkpoint_dir
+            Folder for ``checkpoint.pt``, the training state of every ensemble member (weights,
+            optimiser, batch generator and random states, DEC target, history, phase and epoch),
+            written atomically every ``checkpoint_every`` epochs and/or ``checkpoint_seconds``
+            seconds, on Ctrl-C (after the current epoch; the
+            :class:`~cellbridge._errors.TrainingInterrupted` raised then says how to resume) and
+            when training ends. None: no checkpoints. Single-process training only.
+        checkpoint_every
+            Epochs between checkpoints (None: by time only).
+        checkpoint_seconds
+            Seconds between checkpoints (None: by epochs only); default 10 minutes.
+        resume
+            Continue the run saved in ``checkpoint_dir`` (a model built on the same data with the
+            same options and seed): the result is identical to an uninterrupted run on CPU.
+            Resuming a finished run restores its result without training.
         **distributed
             ``backend``, ``init_method``, ``threads_per_process`` for ``world_size > 1``.
 
@@ -229,6 +244,18 @@ class scMDCF:  # the published method's name
         """
         cfg = self.train_settings(pretrain_epochs, finetune_epochs)
         torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+        if resume and checkpoint_dir is None:
+            raise CellBridgeInputError("resume=True needs the checkpoint_dir of the run to continue.")
+        if checkpoint_dir is not None:
+            if world_size > 1 or torchrun:
+                raise CellBridgeInputError("checkpoints and resume are supported in single-process training only; "
+                                           "drop checkpoint_dir/resume or train with world_size=1.")
+            self._fit_checkpointed(cfg, progress, Checkpoint(
+                checkpoint_dir, run=self._checkpoint_run(cfg), model="scMDCF",
+                resume_hint=f"the same scMDCF(...).train(..., checkpoint_dir={str(checkpoint_dir)!r}, `resume=True`)",
+                every=checkpoint_every, seconds=checkpoint_seconds), resume)
+            self.train_summary_["world_size"] = 1
+            return self
         if world_size > 1 or torchrun:
             world_size = resolve_world_size(world_size if world_size > 1 else None, torchrun)
             source = self._source().to(torch.device("cpu"))
@@ -257,6 +284,48 @@ class scMDCF:  # the published method's name
             k = results[-1]["n_clusters"]
             if len(self.modules_) > 1:
                 logger.info("scMDCF: ensemble member %d/%d trained", i + 1, len(self.modules_))
+        self._set_trained(results, cfg)
+
+    def _checkpoint_run(self, cfg: ScMDCFParams) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed: settings, members, cells, features and data."""
+        rows = slice(0, min(self.rna.n_obs, 2000))
+        dense = [x[rows].toarray() if hasattr(x, "toarray") else np.asarray(x[rows]) for x in (self.rna.X, self.other.X)]
+        return {"params": to_json(cfg), "seed": self.seed, "n_clusters": self.n_clusters_,
+                "member_ids": list(self.member_ids_), "modality_weights": list(self.modality_weights_),
+                "shape": [self.rna.shape, self.other.shape],
+                "hash": fingerprint(np.asarray(self.obs_names_, dtype=str), np.asarray(self.var_names_["rna"], dtype=str),
+                                    np.asarray(self.var_names_["other"], dtype=str), *dense)}
+
+    def _fit_checkpointed(self, cfg: ScMDCFParams, progress: bool, checkpoint: Checkpoint, resume: bool) -> None:
+        """:meth:`_fit_members` in one process with checkpoints (and resuming from one)."""
+        run = RunState(checkpoint)
+        if resume:
+            meta, tensors = checkpoint.load()
+            for result, state, module in zip(meta["done"], tensors["done"], self.modules_):
+                module.centers = torch.nn.Parameter(torch.empty_like(state["centers"]))
+                module.load_state_dict(state)
+                run.done.append({**result, "state": state})
+            if meta["finished"]:
+                self._set_trained([{k: v for k, v in d.items() if k != "state"} for d in run.done], cfg)
+                return
+            run.member, run.resume = int(meta["member"]), {**meta, "tensors": tensors}
+            logger.info("scMDCF: resuming from %s (member %d, %s epoch %d)", checkpoint.path, run.member + 1,
+                        meta["phase"], meta["epoch"] + 1)
+        else:
+            checkpoint.check_fresh()
+        source = self._source()
+        k = run.done[0]["n_clusters"] if run.done else self.n_clusters_
+        with checkpoint.interruptible():
+            for pos in range(len(run.done), len(self.modules_)):
+                run.member = pos
+                result = fit_module(self.modules_[pos], source, cfg, k, self.member_seed(self.member_ids_[pos]),
+                                    progress, run=run)
+                k = result["n_clusters"]
+                run.done.append({**result, "state": self.modules_[pos].state_dict()})
+                if len(self.modules_) > 1:
+                    logger.info("scMDCF: ensemble member %d/%d trained", pos + 1, len(self.modules_))
+        results = [{k: v for k, v in d.items() if k != "state"} for d in run.done]
+        checkpoint.save({"done": results}, {"done": [d["state"] for d in run.done]}, finished=True)
         self._set_trained(results, cfg)
 
     def train_settings(self, pretrain_epochs: int | None = None, finetune_epochs: int | None = None
@@ -341,7 +410,9 @@ class scMDCF:  # the published method's name
         self._require_trained()
         if self._latents is None:
             source = self._source()
-            self._latents = [embed(module, source).cpu().numpy() for module in self.modules_]
+            self._latents = [check_model_embedding(embed(module, source).cpu().numpy(), model="scMDCF",
+                                                   what=f"trained cells (ensemble member {i})")
+                             for i, module in zip(self.member_ids_, self.modules_)]
         return [z.copy() for z in self._latents]
 
     def predict_clusters(self, method: str | None = None) -> np.ndarray:
@@ -564,12 +635,19 @@ def cluster_paired(rna, other: ad.AnnData | None = None, *, modality: str | None
                    n_clusters: int | None = None, preset: str = "default",
                    layer_rna: str | None = None, layer_other: str | None = None, seed: int = 0,
                    accelerator: str = "auto", progress: bool = True,
+                   checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int | None = None,
+                   checkpoint_seconds: float | None = 600.0, resume: bool = False,
                    **hyperparams: Any) -> tuple[md.MuData, scMDCF]:
     """Train scMDCF and return ``(MuData, model)`` — what ``cellbridge cluster`` calls.
 
-    The MuData holds copies of the inputs (restricted to the kept cells) under ``"rna"`` and
-    ``"atac"``/``"adt"`` with ``obsm["X_scmdcf"]`` and ``obs["scmdcf_cluster"]``, and
-    ``uns["scmdcf"]`` (K, how K was chosen, preset, seed, ensemble size).
+    The MuData (laid out by :func:`cellbridge.io.joint_mudata`) holds copies of the inputs
+    (restricted to the kept cells) under ``"rna"`` and ``"atac"``/``"adt"``, each with
+    ``obs["scmdcf_cluster"]``; one row per cell at the top level with the fused embedding
+    ``obsm["X_scmdcf"]`` (only there: it is one embedding of both modalities, not one per
+    modality), ``obs["scmdcf_cluster"]``, ``obs["modality"]`` (``"rna+adt"`` / ``"rna+atac"``: every
+    cell was measured in both) and the inputs' ``obs`` columns; ``uns["scmdcf"]`` (K, how K was
+    chosen, preset, seed, ensemble size). Feature names the second modality shares with the RNA
+    get its name as prefix (``"adt:CD4"``, input names in ``var["input_var_name"]``).
 
     Parameters
     ----------
@@ -591,6 +669,8 @@ def cluster_paired(rna, other: ad.AnnData | None = None, *, modality: str | None
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     progress
         Show a tqdm bar during training.
+    checkpoint_dir, checkpoint_every, checkpoint_seconds, resume
+        Checkpoints of the training state and resuming from one (see :meth:`scMDCF.train`).
     **hyperparams
         Overrides of the preset (fields of :class:`~cellbridge.models.scmdcf.ScMDCFParams`).
 
@@ -601,10 +681,16 @@ def cluster_paired(rna, other: ad.AnnData | None = None, *, modality: str | None
     """
     model = scMDCF(rna, other, modality=modality, n_clusters=n_clusters, preset=preset,
                    layer_rna=layer_rna, layer_other=layer_other, seed=seed,
-                   accelerator=accelerator, **hyperparams).train(progress=progress)
+                   accelerator=accelerator, **hyperparams).train(
+        progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+        checkpoint_seconds=checkpoint_seconds, resume=resume)
+    from ... import io
+
     rna, other, _ = split_mudata(rna, other)
     rna_out, other_out = model.write_results(rna, other)
-    mdata = md.MuData({"rna": rna_out, MUDATA_KEYS[model.modality]: other_out})
+    name = MUDATA_KEYS[model.modality]
+    mdata = io.joint_mudata({"rna": rna_out, name: other_out}, sides={"rna": f"rna+{name}", name: f"rna+{name}"},
+                            obsm_keys=("X_scmdcf",), keep_obsm_in_mods=False)
     mdata.uns["scmdcf"] = {"n_clusters": int(model.n_clusters_), "preset": preset, "seed": seed,
                            "n_clusters_source": model.n_clusters_source_, "n_models": len(model.modules_)}
     return mdata, model

@@ -99,6 +99,31 @@ class ScMDCFParams:
         return 0 if self.full_batch_max is None else int(self.full_batch_max)
 
 
+def check_n_clusters(n_clusters: Any, n_cells: int | None = None) -> None:
+    """Refuse a K that is not None or a whole number from 2 to ``n_cells`` (when known).
+
+    Parameters
+    ----------
+    n_clusters
+        The number of clusters asked for (None: estimated).
+    n_cells
+        The number of cells, when known (K may not exceed it).
+
+    Raises
+    ------
+    CellBridgeInputError
+        Naming the valid range.
+    """
+    if n_clusters is None:
+        return
+    upper = "the number of cells" if n_cells is None else f"the number of cells ({n_cells})"
+    whole = not isinstance(n_clusters, bool) and isinstance(n_clusters, (int, float)) and int(n_clusters) == n_clusters
+    if not whole or n_clusters < 2 or (n_cells is not None and n_clusters > n_cells):
+        raise CellBridgeInputError(
+            f"`n_clusters`={n_clusters!r} is invalid: it must be a whole number between 2 and {upper}; "
+            "pass another K, or None to estimate it.")
+
+
 def _fields(params: ScMDCFParams) -> dict[str, Any]:
     return {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
 

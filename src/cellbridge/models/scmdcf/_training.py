@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,19 +31,68 @@ from ..losses import (
     mse_reconstruction_loss,
     mutual_information_loss,
 )
-from ..training import make_optimizer, set_seed
+from ..training import Checkpoint, check_finite_loss, make_optimizer, rng_state, set_rng_state, set_seed
 from ._data import PairedBatches
 from ._module import ScMDCFModule
 from ._presets import ScMDCFParams
 
 
+@dataclass
+class RunState:
+    """Checkpointing of one scMDCF training (all ensemble members, single process).
+
+    ``done`` holds the finished members' results and weights; ``resume`` the saved state of the
+    member being trained when the run continues from a checkpoint (None: start it afresh).
+    :func:`_run_epochs` calls :meth:`epoch_end` after every epoch.
+    """
+
+    checkpoint: Checkpoint
+    member: int = 0
+    done: list[dict[str, Any]] = field(default_factory=list)
+    resume: dict[str, Any] | None = None
+    _context: dict[str, Any] = field(default_factory=dict)
+
+    def begin(self, phase: str, history: list[dict[str, float]], n_clusters: int | None) -> None:
+        """Record what precedes the epochs of ``phase`` (for the checkpoint)."""
+        self._context = {"phase": phase, "history": history, "n_clusters": n_clusters}
+
+    def resumed_phase(self, phase: str) -> dict[str, Any] | None:
+        """The saved state when this member resumes inside ``phase`` (used once), else None."""
+        if self.resume is not None and self.resume["phase"] == phase:
+            state, self.resume = self.resume, None
+            return state
+        return None
+
+    def epoch_end(self, epoch: int, n_epochs: int, module, optimizer, generator, global_step: int,
+                  history: list[dict[str, float]], extra: dict[str, torch.Tensor]) -> None:
+        ckpt = self.checkpoint
+        if not (ckpt.stop_requested or ckpt.due()):
+            return
+        ctx = self._context
+        meta = {"member": self.member, "phase": ctx["phase"], "epoch": epoch, "global_step": global_step,
+                "history": ctx["history"] + history, "n_clusters": ctx["n_clusters"],
+                "done": [{k: v for k, v in d.items() if k != "state"} for d in self.done]}
+        tensors = {"module": module.state_dict(), "optimizer": optimizer.state_dict(),
+                   "generator": generator.get_state(), "rng": rng_state(), "extra": dict(extra),
+                   "done": [d["state"] for d in self.done]}
+        ckpt.save(meta, tensors)
+        if ckpt.stop_requested:
+            raise ckpt.interrupted(f"{ctx['phase']} epoch {epoch + 1} of {n_epochs} (ensemble member "
+                                   f"{self.member + 1})")
+
+
+_DIVERGED_HINTS = ("pretrain_lr / finetune_lr too large (try 10x smaller), alpha (the DEC degrees of "
+                   "freedom) too small, or loss weights / lamb too large")
+
+
 def fit_module(module: ScMDCFModule, source: PairedBatches, cfg: ScMDCFParams,
                n_clusters: int | None, seed: int, progress: bool = True,
-               group: LocalGroup = LOCAL) -> dict[str, Any]:
+               group: LocalGroup = LOCAL, run: RunState | None = None) -> dict[str, Any]:
     """Pre-train, initialise the centroids (estimating K when None), fine-tune (METHODS §2.4).
 
     One member's whole training, run by one process or by every process of a data-parallel
-    ``group`` (Leiden and KMeans then run on rank 0, their results are broadcast).
+    ``group`` (Leiden and KMeans then run on rank 0, their results are broadcast). With ``run``
+    (single process) the state is checkpointed after epochs and a saved state is resumed.
 
     Returns
     -------
@@ -51,13 +100,22 @@ def fit_module(module: ScMDCFModule, source: PairedBatches, cfg: ScMDCFParams,
     """
     set_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    history = pretrain(module, source, cfg, gen, progress, group)
-    z = embed(module, source, group=group).cpu().numpy()
-    if n_clusters is None:
-        k = max(2, estimate_n_clusters(z, resolution=cfg.leiden_resolution, seed=seed, flavor="leidenalg")) if group.rank == 0 else 0
-        n_clusters = int(group.broadcast(torch.tensor([k], device=module.centers.device)).item())
-    init_centers(module, z, n_clusters, seed, cfg.n_init, group)
-    history += finetune(module, source, cfg, gen, progress, group)
+    if run is not None and run.resume is not None and run.resume["phase"] == "finetune":
+        n_clusters = int(run.resume["n_clusters"])
+        history = [row for row in run.resume["history"] if row["phase"] == "pretrain"]
+        module.centers = nn.Parameter(torch.empty_like(run.resume["tensors"]["module"]["centers"]))
+    else:
+        if run is not None:
+            run.begin("pretrain", [], n_clusters)
+        history = pretrain(module, source, cfg, gen, progress, group, run=run)
+        z = embed(module, source, group=group).cpu().numpy()
+        if n_clusters is None:
+            k = max(2, estimate_n_clusters(z, resolution=cfg.leiden_resolution, seed=seed, flavor="leidenalg")) if group.rank == 0 else 0
+            n_clusters = int(group.broadcast(torch.tensor([k], device=module.centers.device)).item())
+        init_centers(module, z, n_clusters, seed, cfg.n_init, group)
+    if run is not None:
+        run.begin("finetune", history, n_clusters)
+    history += finetune(module, source, cfg, gen, progress, group, run=run)
     return {"history": history, "n_clusters": n_clusters}
 
 
@@ -108,15 +166,31 @@ def _run_epochs(
     generator: torch.Generator,
     progress: bool,
     group: LocalGroup = LOCAL,
+    run: RunState | None = None,
+    module: nn.Module | None = None,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> list[dict[str, float]]:
     """``n_epochs`` passes over ``n`` cells in the batches of :func:`batch_indices`.
 
     ``step(idx, global_step)`` returns the loss terms of the global batch ``idx``; the epoch
     history holds their means over batches (and over processes in a data-parallel ``group``).
+    With ``run``, ``module`` and ``extra`` (tensors the step keeps between batches) are
+    checkpointed after epochs, and restored when the run resumes inside this phase.
     """
     history: list[dict[str, float]] = []
-    bar = tqdm(range(n_epochs), desc=f"scMDCF {phase}", disable=not progress or group.rank != 0, leave=False)
-    global_step = 0
+    first, global_step = 0, 0
+    saved = run.resumed_phase(phase) if run is not None else None
+    if saved is not None:
+        tensors = saved["tensors"]
+        module.load_state_dict(tensors["module"])
+        optimizer.load_state_dict(tensors["optimizer"])
+        generator.set_state(tensors["generator"])
+        set_rng_state(tensors["rng"])
+        extra.update({k: v.to(module.centers.device) for k, v in tensors["extra"].items()})
+        history = [row for row in saved["history"] if row["phase"] == phase]
+        first, global_step = int(saved["epoch"]) + 1, int(saved["global_step"])
+    bar = tqdm(range(first, n_epochs), desc=f"scMDCF {phase}", disable=not progress or group.rank != 0,
+               initial=first, total=n_epochs)
     for epoch in bar:
         sums: dict[str, float] = {}
         batches = batch_indices(n, cfg.batch_size, generator)
@@ -131,6 +205,9 @@ def _run_epochs(
         sums = group.average(sums)
         history.append({"phase": phase, "epoch": epoch, **sums})
         bar.set_postfix({k: f"{v:.3g}" for k, v in sums.items()})
+        check_finite_loss(sums, model="scMDCF", epoch=epoch, phase=phase, hints=_DIVERGED_HINTS)
+        if run is not None:
+            run.epoch_end(epoch, n_epochs, module, optimizer, generator, global_step, history, extra or {})
     return history
 
 
@@ -149,7 +226,8 @@ def _check_source(source) -> PairedBatches:
 
 
 def pretrain(module: ScMDCFModule, source: PairedBatches, cfg: ScMDCFParams, generator: torch.Generator,
-             progress: bool = True, group: LocalGroup = LOCAL) -> list[dict[str, float]]:
+             progress: bool = True, group: LocalGroup = LOCAL, run: RunState | None = None
+             ) -> list[dict[str, float]]:
     """Reconstruction + weighted contrastive loss (reference: Adam 1e-2 amsgrad, 1·1·0.1).
 
     ``source`` gives the scaled rows of each batch; in a data-parallel ``group`` each process
@@ -171,13 +249,14 @@ def pretrain(module: ScMDCFModule, source: PairedBatches, cfg: ScMDCFParams, gen
     module.centers.requires_grad_(False)
     try:
         return _run_epochs("pretrain", cfg.pretrain_epochs, group.wrap(module, step), opt, source.n_obs,
-                           cfg, generator, progress, group)
+                           cfg, generator, progress, group, run=run, module=module, extra={})
     finally:
         module.centers.requires_grad_(True)
 
 
 def finetune(module: ScMDCFModule, source: PairedBatches, cfg: ScMDCFParams, generator: torch.Generator,
-             progress: bool = True, group: LocalGroup = LOCAL) -> list[dict[str, float]]:
+             progress: bool = True, group: LocalGroup = LOCAL, run: RunState | None = None
+             ) -> list[dict[str, float]]:
     """DEC fine-tuning: weighted reconstruction + KL(P‖Q) + contrastive loss.
 
     ``cfg.dec_target == "live"`` recomputes P from the batch's Q with gradient (reference,
@@ -213,7 +292,7 @@ def finetune(module: ScMDCFModule, source: PairedBatches, cfg: ScMDCFParams, gen
         return t
 
     return _run_epochs("finetune", cfg.finetune_epochs, group.wrap(module, step), opt, source.n_obs,
-                       cfg, generator, progress, group)
+                       cfg, generator, progress, group, run=run, module=module, extra=state)
 
 
 KMEANS_MAX_CELLS = 100_000
@@ -275,6 +354,11 @@ def fit_distributed(module: ScMDCFModule, source: PairedBatches, cfg: ScMDCFPara
     uses the global batch's statistics; per-cell means are weighted ``W · n_r / N`` so that the
     gradients DDP averages are those of the global-batch loss; K estimation and the KMeans
     initialisation run on rank 0 and are broadcast.
+
+    Checkpoints and resuming are supported in single-process training only (:func:`fit_module`
+    with a :class:`RunState`); :meth:`cellbridge.scMDCF.train` refuses ``checkpoint_dir`` /
+    ``resume`` with ``world_size > 1`` or under ``torchrun``. A non-finite loss stops every
+    process with :class:`~cellbridge._errors.TrainingDivergedError` (the averaged losses are checked).
 
     Parameters
     ----------
