@@ -9,12 +9,10 @@ message cases read tiny files.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,10 +20,6 @@ import pytest
 import cellbridge as cb
 from cellbridge._utils import TMP_MARKER, temp_sibling
 from cellbridge.cli import main
-
-
-def _listing(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
 @pytest.fixture(scope="module")
@@ -60,27 +54,6 @@ def files(tmp_path_factory):
     (d / "damaged_model").mkdir()
     (d / "damaged_model" / "metadata.json").write_text("{not json")
     return d
-
-
-@pytest.fixture
-def run(tmp_path, capsys, files):
-    """Run the CLI in ``tmp_path``; returns (exit code, stderr) after checking that no traceback was
-    printed and that ``tmp_path`` and the inputs folder hold exactly what they held before."""
-    def _run(*args: str) -> tuple[int, str]:
-        before, inputs_before = _listing(tmp_path), _listing(files)
-        cwd = os.getcwd()
-        os.chdir(tmp_path)
-        try:
-            rc = main([str(a) for a in args])
-        finally:
-            os.chdir(cwd)
-        _, err = capsys.readouterr()
-        assert "Traceback" not in err, err
-        assert _listing(tmp_path) == before, "files left behind"
-        assert _listing(files) == inputs_before, "an input folder changed"
-        return rc, err
-
-    return _run
 
 
 def _integrate(files, *extra):
@@ -153,15 +126,15 @@ def test_simulate_out_dir_is_a_file(run, tmp_path):
     assert rc == 2 and "--out-dir example is a file" in err
 
 
-def test_simulate_writes_all_four_files_or_none(run, tmp_path):
+def test_simulate_writes_all_four_files_or_none(run, tmp_path, listing):
     (tmp_path / "example").mkdir()
     (tmp_path / "example" / "atac.h5ad").write_text("an earlier file")
     rc, err = run("simulate", "--out-dir", "example", "--n-cells", "60", "--n-types", "2")
     assert rc == 2 and "atac.h5ad exists" in err and "--overwrite" in err
-    assert _listing(tmp_path / "example") == ["atac.h5ad"]  # rna.h5ad, adt.h5ad, genes.bed not written either
+    assert listing(tmp_path / "example") == ["atac.h5ad"]  # rna.h5ad, adt.h5ad, genes.bed not written either
 
 
-def test_stale_temp_files_of_a_killed_run_do_not_block_the_rerun(tmp_path, capsys):
+def test_stale_temp_files_of_a_killed_run_do_not_block_the_rerun(tmp_path, capsys, listing):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (tmp_path / "example").mkdir()
@@ -170,7 +143,7 @@ def test_stale_temp_files_of_a_killed_run_do_not_block_the_rerun(tmp_path, capsy
     stale.write_text("half a file")
     assert main(["simulate", "--out-dir", str(tmp_path / "example"), "--n-cells", "60", "--n-types", "2"]) == 0
     assert "Traceback" not in capsys.readouterr().err
-    assert _listing(tmp_path / "example") == ["adt.h5ad", "atac.h5ad", "genes.bed", "rna.h5ad"]
+    assert listing(tmp_path / "example") == ["adt.h5ad", "atac.h5ad", "genes.bed", "rna.h5ad"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,7 +231,7 @@ def test_transfer_without_the_label_column(run, files):
 # --------------------------------------------------------------------------------------------
 # faults
 # --------------------------------------------------------------------------------------------
-def test_sigterm_during_training_exits_143_and_leaves_no_result(files, tmp_path):
+def test_sigterm_during_training_exits_143_and_leaves_no_result(files, tmp_path, listing):
     err_path = tmp_path / "stderr.txt"
     with open(err_path, "w") as err_file:
         proc = subprocess.Popen(
@@ -274,5 +247,5 @@ def test_sigterm_during_training_exits_143_and_leaves_no_result(files, tmp_path)
         proc.wait(timeout=60)
     err = err_path.read_text()
     assert proc.returncode == 128 + signal.SIGTERM and "terminated" in err and "Traceback" not in err
-    left = [p for p in _listing(tmp_path) if p != "stderr.txt"]
+    left = [p for p in listing(tmp_path) if p != "stderr.txt"]
     assert "res.h5mu" not in left and not any(TMP_MARKER in p for p in left), left

@@ -9,11 +9,9 @@ valid files); no shared data.
 from __future__ import annotations
 
 import gzip
-import os
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import h5py
 import mudata as md
@@ -21,11 +19,6 @@ import numpy as np
 import pytest
 
 import cellbridge as cb
-from cellbridge.cli import main
-
-
-def _listing(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
 @pytest.fixture(scope="module")
@@ -68,27 +61,6 @@ def files(tmp_path_factory, write_10x):
     with h5py.File(d / "scmdc_mismatch.h5", "w") as fh:
         fh["X1"], fh["X2"] = np.ones((5, 3)), np.ones((4, 2))
     return d
-
-
-@pytest.fixture
-def run(tmp_path, capsys, files):
-    """Run the CLI in ``tmp_path``; returns (exit code, stderr) after checking that no traceback was
-    printed and that neither ``tmp_path`` nor the inputs folder changed."""
-    def _run(*args) -> tuple[int, str]:
-        before, inputs_before = _listing(tmp_path), _listing(files)
-        cwd = os.getcwd()
-        os.chdir(tmp_path)
-        try:
-            rc = main([str(a) for a in args])
-        finally:
-            os.chdir(cwd)
-        _, err = capsys.readouterr()
-        assert "Traceback" not in err, err
-        assert _listing(tmp_path) == before, "files left behind"
-        assert _listing(files) == inputs_before, "an input folder changed"
-        return rc, err
-
-    return _run
 
 
 def _integrate_rna(files, rna):
@@ -183,10 +155,10 @@ def test_bad_input_is_one_clear_error(run, files, case):
      ["empty.h5ad", "0 bytes"]),
     (("evaluate", "{d}/truncated.h5mu", "--label", "cell_type"), ["truncated.h5mu", "truncated or damaged"]),
 ])
-def test_no_traceback_in_a_real_process(files, tmp_path, args, words):
+def test_no_traceback_in_a_real_process(files, tmp_path, args, words, listing):
     proc = subprocess.run([sys.executable, "-m", "cellbridge", *(a.format(d=files) for a in args)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     assert all(word in proc.stderr for word in words), proc.stderr
-    assert _listing(tmp_path) == []
+    assert listing(tmp_path) == []

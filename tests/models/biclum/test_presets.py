@@ -22,7 +22,7 @@ def test_presets_and_replace():
     assert (protein.tau_cell, protein.k_mnn, protein.n_latent, protein.target) == (100.0, 500, 25, "scaled")
     assert resolve_params("default", "atac", {"gamma": [2, 3]}).gamma == (2, 3)
     assert resolve_params("default", "atac", {"k_mnn": None}).k_mnn == 30  # None: unset
-    assert default.replace(lr=1e-3).lr == 1e-3 and default.replace(max_epochs=None).max_epochs == 150
+    assert default.replace(lr=1e-3).lr == 1e-3 and default.replace(max_epochs=None).max_epochs == 75
     with pytest.raises(CellBridgeInputError, match="preset must be one of"):
         resolve_params("fast", "atac", {})
     with pytest.raises(CellBridgeInputError, match="modality must be one of"):

@@ -150,4 +150,4 @@ def test_make_config_reads_the_resolved_params():
     params = resolve_params("default", "protein", {"lr": 1e-3, "gamma": [0.5, 2.0]})
     cfg = _training.make_config(params, max_time=10.0, seed=3)
     assert (cfg.lr, cfg.gamma, cfg.max_time, cfg.seed) == (1e-3, (0.5, 2.0), 10.0, 3)
-    assert (cfg.tau_cell, cfg.beta, cfg.max_epochs, cfg.feature_mode) == (100.0, 1e5, 150, "sampled")
+    assert (cfg.tau_cell, cfg.beta, cfg.max_epochs, cfg.feature_mode) == (100.0, 1e5, 75, "sampled")

@@ -61,7 +61,7 @@ class BiCLUM:
         ``"reference"`` reproduces the published code (dot similarity, all features re-encoded
         from all cells every step, raw-count targets, MNN on the scaled shared features);
         ``"default"`` is the reference plus :data:`~cellbridge.models.biclum.DEFAULT_CHANGES`: MNN (k=30) on a joint PCA,
-        a feature batch per step, feature profiles over 1024 metacells, at most 150 epochs.
+        a feature batch per step, feature profiles over 1024 metacells, at most 75 epochs.
     n_top_genes, n_pcs
         HVGs per modality (union used) and PCA size of the cell-encoder input.
     layer_rna, layer_other

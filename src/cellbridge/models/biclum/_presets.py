@@ -69,7 +69,7 @@ PER_MODALITY: dict[str, dict[str, Any]] = {
 #: CellBridge's default = the reference plus these changes (each one an option of the reference too).
 DEFAULT_CHANGES: dict[str, Any] = dict(
     mnn_rep="pca", k_mnn=30, mnn_ann="ivf", feature_mode="sampled", profile="metacells", n_profile=1024,
-    max_epochs=150, mnn_smooth=15, pair_refine=1,
+    max_epochs=75, mnn_smooth=15, pair_refine=1,
 )
 
 
