@@ -533,7 +533,12 @@ def p_multivi(rna, other, spec, k, seed, max_time=None, **_):
     return z, leiden_to_k(z, k, seed), {"epochs": ep, "max_time": max_time, "n_peaks_kept": int(keep.sum())}
 
 
-def p_mofa(rna, other, spec, k, seed, max_time=None, **_):
+#: MOFA+ iteration caps per dataset (mofapy2 has no wall-clock limit; muon's default is 1,000 iterations
+#: with "fast" convergence, which did not finish on mop_snare in about 14 min at one thread).
+MOFA_ITERATIONS = {"mop_snare": 200}
+
+
+def p_mofa(rna, other, spec, k, seed, max_time=None, dataset=None, **_):
     import anndata as ad
     import mudata
     import muon as mu
@@ -559,11 +564,21 @@ def p_mofa(rna, other, spec, k, seed, max_time=None, **_):
     o.obs_names = r.obs_names
     md = mudata.MuData({"rna": r, "other": o})
     out = Path(_RUN_DIR[0]) / "mofa.hdf5"
+    cap = MOFA_ITERATIONS.get(dataset, 1000)
     mu.tl.mofa(md, n_factors=10, use_var="highly_variable", convergence_mode="fast", seed=seed,
-               outfile=str(out), gpu_mode=False, verbose=False, quiet=True)
+               n_iterations=cap, outfile=str(out), gpu_mode=False, verbose=False, quiet=True)
     z = np.asarray(md.obsm["X_mofa"], np.float32)
+    info = {"n_factors": int(z.shape[1]), "n_iterations_cap": cap}
+    try:  # iterations run = finite ELBO values in the model file (the first is the start)
+        import h5py
+
+        with h5py.File(out, "r") as f:
+            elbo = np.asarray(f["training_stats/elbo"])
+        info["epochs"] = int(np.isfinite(elbo).sum()) - 1
+    except (OSError, KeyError):
+        pass
     out.unlink(missing_ok=True)
-    return z, leiden_to_k(z, k, seed), {"n_factors": int(z.shape[1])}
+    return z, leiden_to_k(z, k, seed), info
 
 
 PAIRED = {
@@ -629,7 +644,8 @@ def child(kind: str, adapters: dict, dataset: str, method: str, seed: int, max_t
                                 labels_rna=np.asarray(rna.obs[spec["label"]], dtype=str))
         else:
             k = int(rna.obs[spec["label"]].nunique())
-            z, lab, extra = adapters[method](rna, other, spec, k, seed, max_time=max_time, data_dir=data_dir)
+            z, lab, extra = adapters[method](rna, other, spec, k, seed, max_time=max_time, data_dir=data_dir,
+                                             dataset=dataset)
             info["seconds"] = time.perf_counter() - t0
             cells = extra.pop("cells", None)
             truth = (rna.obs.loc[cells, spec["label"]] if cells is not None else rna.obs[spec["label"]])
