@@ -91,6 +91,28 @@ def test_save_load_roundtrip(split_rna, tmp_path):
     np.testing.assert_allclose(loaded.get_feature_embeddings()["other"], model.get_feature_embeddings()["other"], atol=1e-5)
 
 
+def test_latent_centring_moves_the_origin_only(split_rna, tmp_path):
+    """latent_centering="per_modality" (default) subtracts each modality's training mean from the
+    trained encoder's outputs and the decoder adds it back; training itself is unchanged."""
+    import torch
+
+    a, b = split_rna
+    centred, plain = _model(split_rna).train(progress=False), _model(split_rna, latent_centering="none").train(progress=False)
+    mean = centred.module.latent_mean.numpy()
+    assert np.abs(mean).max() > 1e-3 and not plain.module.latent_mean.any()
+    for k, (adata, side) in enumerate(((a, "other"), (b, "rna"))):
+        z, z_plain = centred.get_latent(adata, side), plain.get_latent(adata, side)
+        np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-4)
+        np.testing.assert_allclose(z + mean[k], z_plain, atol=1e-5)  # same training, origin moved
+        np.testing.assert_allclose(centred.decode(z[:20], side), plain.decode(z_plain[:20], side), rtol=1e-4, atol=1e-4)
+    # a model saved before the centring existed loads with the origin at zero
+    plain.save(tmp_path / "old")
+    state = torch.load(tmp_path / "old" / "model.pt", weights_only=True)
+    del state["latent_mean"]
+    torch.save(state, tmp_path / "old" / "model.pt")
+    np.testing.assert_allclose(cb.BiCLUM.load(tmp_path / "old").get_latent(b, "rna"), plain.get_latent(b), atol=1e-5)
+
+
 def test_query_mapping_held_out_cells_land_with_their_type():
     sim = cb.datasets.simulate_multiome(900, n_genes=200, n_types=4, seed=5)["rna"]
     ref_a, ref_b, query = sim[:300].copy(), sim[300:600].copy(), sim[600:].copy()

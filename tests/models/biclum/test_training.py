@@ -83,6 +83,8 @@ def _assert_same_training(model, single, *, n_steps: int, exact: bool = False) -
         if name in free or name.endswith("running_mean"):
             # Each run walks up to ~lr per Adam step, in unrelated directions.
             np.testing.assert_allclose(state[name], ref, rtol=0, atol=0 if exact else 2 * lr * n_steps, err_msg=name)
+        elif name == "latent_mean":  # mean of eval-mode embeddings: the running means' tolerance, as below
+            np.testing.assert_allclose(state[name], ref, rtol=0, atol=0 if exact else 1e-2, err_msg=name)
         else:
             np.testing.assert_allclose(state[name], ref, err_msg=name, **tol)
     np.testing.assert_allclose(_train_mode_latent(model), single["train_z"], **tol)

@@ -61,7 +61,9 @@ class BiCLUM:
         ``"reference"`` reproduces the published code (dot similarity, all features re-encoded
         from all cells every step, raw-count targets, MNN on the scaled shared features);
         ``"default"`` is the reference plus :data:`~cellbridge.models.biclum.DEFAULT_CHANGES`: MNN (k=30) on a joint PCA,
-        a feature batch per step, feature profiles over 1024 metacells, at most 75 epochs.
+        a feature batch per step, feature profiles over 1024 metacells, at most 75 epochs,
+        linked features smoothed over 15 neighbours, one CCA refinement of the pairs, and
+        per-modality centred embeddings.
     n_top_genes, n_pcs
         HVGs per modality (union used) and PCA size of the cell-encoder input.
     layer_rna, layer_other
@@ -84,7 +86,9 @@ class BiCLUM:
         features are averaged before the MNN search, MaxFuse-style; 0: off), ``mnn_smooth_weight``
         (weight kept by the cell itself), ``pair_refine`` (rounds of refinement: a CCA between the
         paired cells' full PCAs, then MNN pairs searched again in its ``cca_dims`` components),
-        ``similarity`` (``"dot"``/``"cosine"``), ``feature_mode``
+        ``similarity`` (``"dot"``/``"cosine"``), ``latent_centering`` (``"per_modality"``: each
+        modality's cell embeddings are centred on their training mean, which :meth:`decode` adds
+        back; ``"none"``: the encoder outputs as trained), ``feature_mode``
         (``"exact"``/``"sampled"``), ``profile`` (``"cells"``/``"subsample"``/``"metacells"``),
         ``n_profile``, ``feature_batch``, ``lr``, ``weight_decay``, ``batch_size``, ``max_epochs``,
         ``patience``, ``gamma``, ``precision`` (``"32"`` or ``"bf16-mixed"``: bfloat16 autocast
@@ -236,7 +240,21 @@ class BiCLUM:
                 every=checkpoint_every, seconds=checkpoint_seconds)
             history, summary = fit(self.module, inputs, config, progress, checkpoint=checkpoint, resume=resume)
         self.history_, self.train_summary_, self.is_trained_ = history, summary, True
+        self._set_latent_mean()
         return self
+
+    def _set_latent_mean(self) -> None:
+        """The joint space's origin per modality: with ``latent_centering="per_modality"`` the mean
+        encoder output of each modality's training cells (zeros otherwise), subtracted by
+        :meth:`get_latent` and added back by :meth:`decode`."""
+        mean = torch.zeros_like(self.module.latent_mean)
+        if self.params.latent_centering == "per_modality":
+            self.module.eval()
+            for k, data in ((OTHER, self.data.other), (RNA, self.data.rna)):
+                x = torch.as_tensor(data.pca, device=self.device)
+                z = encode_all(lambda part: self.module.encode_cells(part, k), x, precision=self.params.precision)
+                mean[k] = torch.as_tensor(z.mean(axis=0, dtype=np.float64), dtype=mean.dtype)
+        self.module.latent_mean.copy_(mean)
 
     def _train_config(self, max_epochs: int | None, max_time: float | None, overrides: dict) -> TrainConfig:
         if self.data is None:
@@ -300,7 +318,7 @@ class BiCLUM:
             pca = self._project(adata, k, layer)
         self.module.eval()
         x = torch.as_tensor(pca, device=self.device)
-        z = encode_all(lambda part: self.module.encode_cells(part, k), x, precision=self.params.precision)
+        z = encode_all(lambda part: self.module.embed_cells(part, k), x, precision=self.params.precision)
         return check_model_embedding(z, model="BiCLUM", what=f"{('other', 'rna')[k]} cells", inputs=pca)
 
     def _project(self, adata: AnnData, k: int, layer: str | None) -> np.ndarray:
@@ -355,7 +373,7 @@ class BiCLUM:
         self.module.eval()
         with torch.no_grad():
             v = torch.as_tensor(features.to_numpy(np.float32), device=self.device)
-            x = self.module.decode(torch.as_tensor(np.asarray(z, dtype=np.float32), device=self.device), v, k)
+            x = self.module.decode_joint(torch.as_tensor(np.asarray(z, dtype=np.float32), device=self.device), v, k)
         return pd.DataFrame(x.float().cpu().numpy(), columns=features.index)
 
     def to_mudata(self, key_added: str = "biclum", *, atac: AnnData | None = None):
@@ -482,7 +500,9 @@ class BiCLUM:
             tuple(len(t.features) for t in self._transforms),
             self.params.n_latent,
         )
-        self.module.load_state_dict({k: v for k, v in state.items() if not k.startswith("extra/")})
+        weights = {k: v for k, v in state.items() if not k.startswith("extra/")}
+        weights.setdefault("latent_mean", self.module.latent_mean)  # saved before latent centring existed
+        self.module.load_state_dict(weights)
         self.module.to(self.device)
         return self
 

@@ -52,9 +52,22 @@ class BiCLUMModule(nn.Module):
         )
         self.scale = nn.ParameterList(nn.Parameter(torch.zeros(m)) for m in n_features)
         self.bias = nn.ParameterList(nn.Parameter(torch.zeros(m)) for m in n_features)
+        # Per-modality mean of the training cells' encoder outputs, set after training
+        # (``latent_centering="per_modality"``; zeros otherwise): the joint space's origin.
+        self.register_buffer("latent_mean", torch.zeros(len(n_features), n_latent))
 
     def encode_cells(self, x: torch.Tensor, modality: int) -> torch.Tensor:
+        """Encoder output (training space)."""
         return self.cell_encoders[modality](x)
+
+    def embed_cells(self, x: torch.Tensor, modality: int) -> torch.Tensor:
+        """Position in the joint space: the encoder output minus its modality's training mean."""
+        return self.cell_encoders[modality](x) - self.latent_mean[modality]
+
+    def decode_joint(self, z: torch.Tensor, v: torch.Tensor, modality: int) -> torch.Tensor:
+        """:meth:`decode` of points of the joint space: ``modality``'s training mean added back,
+        so a training cell decodes exactly as in training."""
+        return self.decode(z + self.latent_mean[modality], v, modality)
 
     def encode_features(self, profiles: torch.Tensor, modality: int) -> torch.Tensor:
         return self.feature_encoders[modality](profiles)

@@ -42,6 +42,7 @@ class BiCLUMParams:
     pair_refine: int = bounded(0, lo=0, integer=True)
     cca_dims: int = bounded(10, lo=1, integer=True)
     similarity: Literal["dot", "cosine"] = "dot"
+    latent_centering: Literal["none", "per_modality"] = "none"
     feature_mode: Literal["exact", "sampled"] = "exact"
     profile: Literal["cells", "subsample", "metacells"] = "cells"
     n_profile: int | None = bounded(None, lo=2, none=True, integer=True)
@@ -69,7 +70,7 @@ PER_MODALITY: dict[str, dict[str, Any]] = {
 #: CellBridge's default = the reference plus these changes (each one an option of the reference too).
 DEFAULT_CHANGES: dict[str, Any] = dict(
     mnn_rep="pca", k_mnn=30, mnn_ann="ivf", feature_mode="sampled", profile="metacells", n_profile=1024,
-    max_epochs=75, mnn_smooth=15, pair_refine=1,
+    max_epochs=75, mnn_smooth=15, pair_refine=1, latent_centering="per_modality",
 )
 
 
