@@ -5,16 +5,21 @@ only for scoring)::
 
     OMP_NUM_THREADS=1 python benchmarks/probes/ceilings.py pairs bmmc_cite_small,teaseq_pbmc
     OMP_NUM_THREADS=1 python benchmarks/probes/ceilings.py signal bmmc_multiome_small,mop_snare
-    OMP_NUM_THREADS=1 python benchmarks/probes/ceilings.py biclum-posthoc
+    python benchmarks/probes/ceilings.py biclum-posthoc   # all threads, as the suite scores
     OMP_NUM_THREADS=1 python benchmarks/probes/ceilings.py scmdcf-posthoc
+
+(The suite scores in its parent process with every thread. On bmmc_multiome_small 22 of the 500
+ATAC cells share one embedding, so 5-NN votes among tied distances, and with them the transfer
+accuracy, move by about 0.01 with the thread count.)
 
 - ``pairs``: label precision and coverage of BiCLUM's cell pairs (default preset) for
   ``k_mnn`` x ``mnn_smooth`` x ``pair_refine``, beside chance (sum of squared label fractions).
 - ``signal`` (RNA+ATAC sets): 15-NN label purity of each modality's own representation (RNA
   PCA, gene-activity PCA, TF-IDF/LSI of the peaks), and the default's pair precision with the
   LSI in place of the gene-activity PCA (the within-ATAC neighbours used for smoothing and CCA).
-- ``biclum-posthoc``: on the cached ``biclum_default`` embeddings of the unpaired peer suite
-  (``benchmarks/suites/peers_unpaired.py``), the suite's four metrics after per-modality
+- ``biclum-posthoc``: on the cached ``biclum_default_uncentred`` embeddings of the unpaired peer
+  suite (``benchmarks/suites/peers_unpaired.py``; the default as it was before
+  ``latent_centering``, which this mode led to), the suite's four metrics after per-modality
   centring, z-scoring or L2 normalisation, after an MNN correction of the other modality in the
   learned space, and for the seeds' embeddings side by side; plus the label precision of MNN
   pairs searched in the learned space (what refining pairs during training could start from).
@@ -133,7 +138,7 @@ def biclum_posthoc_mode() -> None:
     from cellbridge.neighbors import mnn_pairs
 
     for name in UNPAIRED_SETS:
-        runs = sorted(glob.glob(str(RUNS / "unpaired" / name / "biclum_default" / "seed*.npz")))
+        runs = sorted(glob.glob(str(RUNS / "unpaired" / name / "biclum_default_uncentred" / "seed*.npz")))
         cached = [np.load(f) for f in runs]
         for path, run in zip(runs, cached):
             zo, zr = run["z_other"].astype(np.float32), run["z_rna"].astype(np.float32)

@@ -182,8 +182,8 @@ def _biclum(preset, **overrides):
         m = cb.BiCLUM(rna, other, modality=spec["modality"], preset=preset, seed=seed, **overrides)
         summary = m.train(max_time=max_time, progress=False).train_summary_
         info = {"epochs": summary["epochs"], "max_time": max_time, "train_seconds": float(summary["seconds"]),
-                "params": {k: getattr(m.params, k) for k in ("mnn_smooth", "pair_refine", "cca_dims", "max_epochs",
-                                                           "latent_centering")}}
+                "params": {k: getattr(m.params, k) for k in ("mnn_smooth", "pair_refine", "cca_dims", "cca_reg",
+                                                           "max_epochs", "latent_centering")}}
         return np.asarray(m.get_latent(other, "other")), np.asarray(m.get_latent(rna, "rna")), info
     return run
 
@@ -371,8 +371,9 @@ UNPAIRED = {
     "harmony": u_harmony,
     "biclum_default": _biclum("default"),
     # the default before mnn_smooth / pair_refine (cached rows were run at 046fc9c, whose default it is)
-    "biclum_default_uncentred": _biclum("default", latent_centering="none"),
-    "biclum_default_150ep": _biclum("default", max_epochs=150, latent_centering="none"),
+    "biclum_default_cca_reg001": _biclum("default", cca_reg=0.01),
+    "biclum_default_uncentred": _biclum("default", latent_centering="none", cca_reg=0.01),
+    "biclum_default_150ep": _biclum("default", max_epochs=150, latent_centering="none", cca_reg=0.01),
     "biclum_previous_default": _biclum("default", mnn_smooth=0, pair_refine=0, max_epochs=150,
                                        latent_centering="none"),
     "biclum_reference": _biclum("reference"),

@@ -5,10 +5,10 @@ used only to score FOSCTTM. Methods (adapters and the workflows they follow are 
 ``benchmarks/suites/_peer_methods.py``):
 
   biclum_default    ``cb.BiCLUM(rna, other, modality=..., preset="default", seed=s)``
-  biclum_default_uncentred  the default with ``latent_centering="none"`` (the default before the
-                    per-modality centring; same training, embeddings not centred)
-  biclum_default_150ep  the default with ``max_epochs=150`` and no centring (the default before
-                    75 epochs)
+  biclum_default_cca_reg001  the default with the CCA refinement's former ridge ``cca_reg=0.01``
+  biclum_default_uncentred  the default before session 9: ``latent_centering="none"``,
+                    ``cca_reg=0.01``
+  biclum_default_150ep  that default with ``max_epochs=150`` (the default before 75 epochs)
   biclum_previous_default  the default before ``mnn_smooth=15, pair_refine=1`` (both 0; 150 epochs)
   biclum_reference  the ``reference`` preset, time-boxed with ``train(max_time=...)``
   maxfuse           MaxFuse 0.0.2 (ADT: protein -> gene links; ATAC: ``cb.pp.gene_activity``)
@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))       # benchmarks/suit
 import _peer_methods as P  # noqa: E402
 
 DATASETS = ["teaseq_pbmc", "teaseq_weak13", "bmmc_cite_small", "bmmc_multiome_small", "mop_snare"]
-METHODS = ["biclum_default", "biclum_default_uncentred", "biclum_default_150ep", "biclum_previous_default", "biclum_reference", "maxfuse", "scglue", "harmony", "pca"]
+METHODS = ["biclum_default", "biclum_default_cca_reg001", "biclum_default_uncentred", "biclum_default_150ep", "biclum_previous_default", "biclum_reference", "maxfuse", "scglue", "harmony", "pca"]
 #: training time boxes (s): method -> {dataset or "*": seconds}
 TIME_BOXES = {"biclum_reference": {"*": 90, "mop_snare": 600},
               "biclum_default": {"mop_snare": 1100},

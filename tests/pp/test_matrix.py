@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from cellbridge.pp._matrix import (
+    cca,
     column_mean_std,
     library_normalize_log,
     median_total,
@@ -78,3 +79,35 @@ def test_column_mean_std_dense_and_sparse_agree(fmt):
     mean, std = column_mean_std(fmt(X))
     np.testing.assert_allclose(mean, X.mean(0), rtol=1e-6)
     np.testing.assert_allclose(std, X.std(0, ddof=1), rtol=1e-5)
+
+
+def _shared_signal(seed: int = 0, n: int = 400):
+    """Two views of one 2-d signal, each with its own noise dimensions."""
+    rng = np.random.default_rng(seed)
+    signal = rng.normal(size=(n, 2))
+    a = signal @ rng.normal(size=(2, 12)) + 0.3 * rng.normal(size=(n, 12))
+    b = signal @ rng.normal(size=(2, 20)) + 0.3 * rng.normal(size=(n, 20))
+    return a, b, signal
+
+
+def test_cca_finds_the_shared_signal_and_projects_any_rows():
+    a, b, signal = _shared_signal()
+    (wa, ma), (wb, mb), corr = cca(a, b, 2)
+    assert corr.shape == (2,) and corr[0] >= corr[1] > 0.9
+    pa, pb = (a - ma) @ wa, (b - mb) @ wb
+    for k in range(2):  # paired projections agree, and they span the true signal
+        assert abs(np.corrcoef(pa[:, k], pb[:, k])[0, 1]) > 0.9
+    fit = np.linalg.lstsq(np.column_stack([pa, np.ones(len(pa))]), signal, rcond=None)[0]
+    assert np.corrcoef((np.column_stack([pa, np.ones(len(pa))]) @ fit).ravel(), signal.ravel())[0, 1] > 0.95
+
+
+def test_cca_ridge_shrinks_towards_the_cross_covariance_directions():
+    """A larger ``reg`` lowers the canonical correlations; a huge one gives the leading singular
+    vectors of the cross-covariance (partial least squares)."""
+    a, b, _ = _shared_signal(seed=1)
+    corrs = [cca(a, b, 1, reg=r)[2][0] for r in (0.0, 0.01, 1.0, 100.0)]
+    assert all(x > y for x, y in zip(corrs, corrs[1:]))
+    (wa, _), (wb, _), _ = cca(a, b, 1, reg=1e6)
+    u, _, vt = np.linalg.svd((a - a.mean(0)).T @ (b - b.mean(0)))
+    for w, ref in ((wa[:, 0], u[:, 0]), (wb[:, 0], vt[0])):
+        assert abs(w @ ref) / np.linalg.norm(w) > 0.999

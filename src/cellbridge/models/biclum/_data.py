@@ -285,7 +285,8 @@ def cell_pairs(data: UnpairedData, params: BiCLUMParams, seed: int) -> np.ndarra
 
     With ``pair_refine`` > 0 the pairs are refined that many times: a CCA between the paired cells'
     cell-encoder PCAs (``cca_dims`` components) puts every cell of both modalities in one space that
-    uses all features, not only the linked ones, and MNN pairs are searched again there.
+    uses all features, not only the linked ones, and MNN pairs are searched again there; ``cca_reg``
+    is the CCA's ridge, as a fraction of each side's mean variance.
     """
     if params.mnn_rep == "pca":
         a, b = data.shared_pca(params.mnn_dims, seed=seed)
@@ -303,7 +304,7 @@ def cell_pairs(data: UnpairedData, params: BiCLUMParams, seed: int) -> np.ndarra
     for _ in range(params.pair_refine):  # CCA of the paired cells' full PCAs, then MNN in its space
         if len(pairs) <= params.cca_dims:
             break
-        (wa, ma), (wb, mb), _ = cca(own[0][pairs[:, 0]], own[1][pairs[:, 1]], params.cca_dims)
+        (wa, ma), (wb, mb), _ = cca(own[0][pairs[:, 0]], own[1][pairs[:, 1]], params.cca_dims, reg=params.cca_reg)
         pairs = mnn_pairs(smooth(((own[0] - ma) @ wa).astype(np.float32), 0),
                           smooth(((own[1] - mb) @ wb).astype(np.float32), 1), **search)
     return np.ascontiguousarray(pairs[:, ::-1])

@@ -85,7 +85,8 @@ class BiCLUM:
         per cell), ``mnn_smooth`` (neighbours, in each modality's own PCA, over which the linked
         features are averaged before the MNN search, MaxFuse-style; 0: off), ``mnn_smooth_weight``
         (weight kept by the cell itself), ``pair_refine`` (rounds of refinement: a CCA between the
-        paired cells' full PCAs, then MNN pairs searched again in its ``cca_dims`` components),
+        paired cells' full PCAs, then MNN pairs searched again in its ``cca_dims`` components;
+        ``cca_reg``: its ridge, as a fraction of each side's mean variance),
         ``similarity`` (``"dot"``/``"cosine"``), ``latent_centering`` (``"per_modality"``: each
         modality's cell embeddings are centred on their training mean, which :meth:`decode` adds
         back; ``"none"``: the encoder outputs as trained), ``feature_mode``

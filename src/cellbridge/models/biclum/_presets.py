@@ -41,6 +41,7 @@ class BiCLUMParams:
     mnn_smooth_weight: float = bounded(0.3, lo=0, hi=1)
     pair_refine: int = bounded(0, lo=0, integer=True)
     cca_dims: int = bounded(10, lo=1, integer=True)
+    cca_reg: float = bounded(0.01, lo=0)
     similarity: Literal["dot", "cosine"] = "dot"
     latent_centering: Literal["none", "per_modality"] = "none"
     feature_mode: Literal["exact", "sampled"] = "exact"
@@ -70,7 +71,7 @@ PER_MODALITY: dict[str, dict[str, Any]] = {
 #: CellBridge's default = the reference plus these changes (each one an option of the reference too).
 DEFAULT_CHANGES: dict[str, Any] = dict(
     mnn_rep="pca", k_mnn=30, mnn_ann="ivf", feature_mode="sampled", profile="metacells", n_profile=1024,
-    max_epochs=75, mnn_smooth=15, pair_refine=1, latent_centering="per_modality",
+    max_epochs=75, mnn_smooth=15, pair_refine=1, cca_reg=1.0, latent_centering="per_modality",
 )
 
 
