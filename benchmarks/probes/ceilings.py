@@ -4,6 +4,7 @@ Four modes; each prints a provenance line, then one JSON line per measurement (l
 only for scoring)::
 
     OMP_NUM_THREADS=1 python benchmarks/probes/ceilings.py pairs bmmc_cite_small,teaseq_pbmc
+    OMP_NUM_THREADS=1 python benchmarks/probes/ceilings.py cca bmmc_cite_small,mop_snare
     OMP_NUM_THREADS=1 python benchmarks/probes/ceilings.py signal bmmc_multiome_small,mop_snare
     python benchmarks/probes/ceilings.py biclum-posthoc   # all threads, as the suite scores
     OMP_NUM_THREADS=1 python benchmarks/probes/ceilings.py scmdcf-posthoc
@@ -14,6 +15,8 @@ accuracy, move by about 0.01 with the thread count.)
 
 - ``pairs``: label precision and coverage of BiCLUM's cell pairs (default preset) for
   ``k_mnn`` x ``mnn_smooth`` x ``pair_refine``, beside chance (sum of squared label fractions).
+- ``cca``: label precision of the pairs after the CCA refinement when the CCA reads only the first
+  ``m`` principal components of each modality and for several ridges ``reg`` (``cca_reg``).
 - ``signal`` (RNA+ATAC sets): 15-NN label purity of each modality's own representation (RNA
   PCA, gene-activity PCA, TF-IDF/LSI of the peaks), and the default's pair precision with the
   LSI in place of the gene-activity PCA (the within-ATAC neighbours used for smoothing and CCA).
@@ -82,6 +85,38 @@ def pairs_mode(names: list[str]) -> None:
                           majority=float(fractions.max()), **over, n_pairs=len(found),
                           label_precision=_precision(found, labels, labels),
                           coverage=(np.unique(found[:, 0]).size + np.unique(found[:, 1]).size) / (2 * len(labels)))
+
+
+def cca_mode(names: list[str]) -> None:
+    from cellbridge.models.biclum import resolve_params
+    from cellbridge.models.biclum._data import prepare_unpaired
+    from cellbridge.neighbors import knn, mnn_pairs, smooth_over_neighbors
+    from cellbridge.pp._matrix import cca
+
+    for name in names:
+        rna, other, spec, labels = _unpaired_inputs(name)
+        data = prepare_unpaired(rna, other, modality=spec["modality"], seed=0)
+        params = resolve_params("default", spec["modality"], {})
+        search = dict(k=params.k_mnn, ann=params.mnn_ann, seed=0)
+        own = (data.other.pca, data.rna.pca)
+        neighbours = [knn(x, x, params.mnn_smooth, ann=params.mnn_ann, seed=0) for x in own]
+
+        def smooth(x, m):
+            return smooth_over_neighbors(x, neighbours[m], params.mnn_smooth_weight)
+
+        a, b = data.shared_pca(params.mnn_dims, seed=0)
+        first = mnn_pairs(smooth(a, 0), smooth(b, 1), **search)  # (other, rna): the pairs before refinement
+        _emit(mode="cca", dataset=name, stage="before refinement", n_pairs=len(first),
+              pair_label_precision=_precision(first, labels, labels))
+        for m in (10, 30, 100):
+            parts = [x[:, :m] for x in own]
+            for reg in (0.01, 0.1, 1.0, 3.0):
+                (wa, ma), (wb, mb), corr = cca(parts[0][first[:, 0]], parts[1][first[:, 1]], params.cca_dims, reg=reg)
+                found = mnn_pairs(smooth(((parts[0] - ma) @ wa).astype(np.float32), 0),
+                                  smooth(((parts[1] - mb) @ wb).astype(np.float32), 1), **search)
+                _emit(mode="cca", dataset=name, cca_input_pcs=[x.shape[1] for x in parts], cca_reg=reg,
+                      first_correlation=float(corr[0]), n_pairs=len(found),
+                      pair_label_precision=_precision(found, labels, labels))
 
 
 def signal_mode(names: list[str]) -> None:
@@ -184,9 +219,9 @@ def scmdcf_posthoc_mode() -> None:
 def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else ""
     names = sys.argv[2].split(",") if len(sys.argv) > 2 else []
-    modes = {"pairs": lambda: pairs_mode(names), "signal": lambda: signal_mode(names),
+    modes = {"pairs": lambda: pairs_mode(names), "cca": lambda: cca_mode(names), "signal": lambda: signal_mode(names),
              "biclum-posthoc": biclum_posthoc_mode, "scmdcf-posthoc": scmdcf_posthoc_mode}
-    if mode not in modes or (mode in ("pairs", "signal") and not names):
+    if mode not in modes or (mode in ("pairs", "cca", "signal") and not names):
         raise SystemExit(__doc__)
     print_provenance()
     modes[mode]()

@@ -573,12 +573,12 @@ def p_mofa(rna, other, spec, k, seed, max_time=None, dataset=None, **_):
                n_iterations=cap, outfile=str(out), gpu_mode=False, verbose=False, quiet=True)
     z = np.asarray(md.obsm["X_mofa"], np.float32)
     info = {"n_factors": int(z.shape[1]), "n_iterations_cap": cap}
-    try:  # iterations run = finite ELBO values in the model file (the first is the start)
+    try:  # iterations run = finite per-iteration times in the model file (entry 0 is the start)
         import h5py
 
         with h5py.File(out, "r") as f:
-            elbo = np.asarray(f["training_stats/elbo"])
-        info["epochs"] = int(np.isfinite(elbo).sum()) - 1
+            times = np.asarray(f["training_stats/time"])
+        info["epochs"] = int(np.isfinite(times).sum()) - 1
     except (OSError, KeyError):
         pass
     out.unlink(missing_ok=True)

@@ -62,8 +62,8 @@ class BiCLUM:
         from all cells every step, raw-count targets, MNN on the scaled shared features);
         ``"default"`` is the reference plus :data:`~cellbridge.models.biclum.DEFAULT_CHANGES`: MNN (k=30) on a joint PCA,
         a feature batch per step, feature profiles over 1024 metacells, at most 75 epochs,
-        linked features smoothed over 15 neighbours, one CCA refinement of the pairs, and
-        per-modality centred embeddings.
+        linked features smoothed over 15 neighbours, one CCA refinement of the pairs (ridge 1.0),
+        and per-modality centred embeddings.
     n_top_genes, n_pcs
         HVGs per modality (union used) and PCA size of the cell-encoder input.
     layer_rna, layer_other
