@@ -370,10 +370,11 @@ UNPAIRED = {
     "pca": u_pca,
     "harmony": u_harmony,
     "biclum_default": _biclum("default"),
-    # the default before mnn_smooth / pair_refine (cached rows were run at 046fc9c, whose default it is)
+    # earlier defaults, each spelled out as overrides of the current one (see peers_unpaired.py)
     "biclum_default_cca_reg001": _biclum("default", cca_reg=0.01),
     "biclum_default_uncentred": _biclum("default", latent_centering="none", cca_reg=0.01),
     "biclum_default_150ep": _biclum("default", max_epochs=150, latent_centering="none", cca_reg=0.01),
+    # the default before mnn_smooth / pair_refine (cached rows were run at 046fc9c, whose default it is)
     "biclum_previous_default": _biclum("default", mnn_smooth=0, pair_refine=0, max_epochs=150,
                                        latent_centering="none"),
     "biclum_reference": _biclum("reference"),
@@ -538,7 +539,8 @@ def p_multivi(rna, other, spec, k, seed, max_time=None, **_):
 
 
 #: MOFA+ iteration caps per dataset (mofapy2 has no wall-clock limit; muon's default is 1,000 iterations
-#: with "fast" convergence, which did not finish on mop_snare in about 14 min at one thread).
+#: with "fast" convergence). On mop_snare two uncapped runs were stopped unfinished after 8 and 14 min;
+#: with the cap, seed 0 converged at about iteration 40-45 in 958 s at one thread under load.
 MOFA_ITERATIONS = {"mop_snare": 200}
 
 
