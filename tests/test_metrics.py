@@ -157,6 +157,33 @@ def test_transfer_accuracy_labels_of_different_types_match_as_values():
     assert acc == 1.0
 
 
+def test_transfer_accuracy_shares_votes_among_tied_duplicates():
+    # three copies of one cell (labels a, a, b) and one far cell (c); k=2 from the copies' point:
+    # no cell is strictly closer, so the 3 tied copies share the 2 votes: a 4/3, b 2/3 -> a
+    train = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [9.0, 9.0]])
+    test = np.array([[0.0, 0.0]])
+    for order in ([0, 1, 2, 3], [2, 0, 1, 3], [2, 3, 1, 0]):
+        labels = np.array(["a", "a", "b", "c"])[order]
+        assert M.transfer_accuracy(train[order], labels, test, ["a"], k=2) == 1.0
+        assert M.transfer_accuracy(train[order], labels, test, ["b"], k=2) == 0.0
+
+
+def test_transfer_accuracy_does_not_depend_on_cell_order_with_duplicates():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(20, 5))
+    train = base[rng.integers(0, 20, size=200)]  # many exact duplicates
+    labels = rng.integers(0, 4, size=200)
+    test, truth = rng.normal(size=(50, 5)), rng.integers(0, 4, size=50)
+    perm = rng.permutation(200)
+    acc = M.transfer_accuracy(train, labels, test, truth)
+    assert acc == M.transfer_accuracy(train[perm], labels[perm], test, truth)
+    # without ties it is scikit-learn's 5-NN classifier
+    from sklearn.neighbors import KNeighborsClassifier
+    distinct = rng.normal(size=(200, 5))
+    expected = np.mean(KNeighborsClassifier(5).fit(distinct, labels).predict(test) == truth)
+    assert M.transfer_accuracy(distinct, labels, test, truth) == pytest.approx(expected)
+
+
 # ---------------------------------------------------------------------------- entry point
 
 

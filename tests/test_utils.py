@@ -135,9 +135,13 @@ def test_output_mode_follows_the_umask(tmp_path, umask, mode):
 
 
 _SLOW_WRITE = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
     from pathlib import Path
     from cellbridge._utils import atomic_write
+
+    # Python's own Ctrl-C handler, also when the test runs in a background job (which starts
+    # children with SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def write(tmp):
         Path(tmp).write_text("partial")

@@ -14,6 +14,9 @@ Deviations from the reference evaluation code, all deliberate:
   cell among its 30 "neighbours");
 - the 15-NN graph of graph connectivity and of the Leiden NMI is built by
   :func:`cellbridge.neighbors.knn_graph` (15 neighbours besides the cell; scanpy counts the cell itself);
+- label transfer shares the votes at the k-th distance among tied (duplicated) cells, where
+  scikit-learn keeps the ones its search meets first (so the reference's score depended on the
+  cell order and the BLAS thread count);
 - modality ASW skips cell types whose silhouette is undefined (a type seen in one modality only,
   or too few cells); the reference scored those types as perfectly mixed (1).
 """
@@ -29,7 +32,6 @@ import scipy.sparse as sp
 import sklearn.metrics as skm
 from anndata import AnnData
 from scipy.sparse.csgraph import connected_components
-from sklearn.neighbors import KNeighborsClassifier
 
 from ._errors import CellBridgeInputError, CellBridgeWarning
 from ._utils import progress_bar, sample_or_all
@@ -162,12 +164,17 @@ def _embedding_and_labels(emb, labels, use_rep=None, label_key=None) -> tuple[np
 
 
 def _joint_codes(labels_a, labels_b, n_a: int, n_b: int) -> np.ndarray:
-    """Codes of both modalities' labels in one shared vocabulary."""
+    """Codes of both modalities' labels in one shared vocabulary, in sorted label order where the
+    labels sort (so a tied k-NN vote does not depend on the order of the cells)."""
     a = np.asarray(labels_a.values if isinstance(labels_a, pd.Series) else labels_a, dtype=object)
     b = np.asarray(labels_b.values if isinstance(labels_b, pd.Series) else labels_b, dtype=object)
     _labels(a, n_a, "labels_a")
     _labels(b, n_b, "labels_b")
-    return pd.factorize(np.concatenate([a, b]))[0]
+    both = np.concatenate([a, b])
+    try:
+        return pd.factorize(both, sort=True)[0]
+    except TypeError:  # labels of types that do not compare
+        return pd.factorize(both)[0]
 
 
 def _pair(emb_a, emb_b, *, paired: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -547,7 +554,13 @@ def transfer_accuracy(train_emb, train_labels=None, test_emb=None, test_labels=N
                       use_rep: str | None = None, label_key: str | None = None, k: int = 5) -> float:
     """Accuracy of a k-NN classifier trained on one modality and predicting the other.
 
-    Uses scikit-learn's ``KNeighborsClassifier`` (uniform weights), as the reference benchmark.
+    A uniform-weight k-NN vote, as scikit-learn's ``KNeighborsClassifier`` in the reference
+    benchmark (a tied vote goes to the label that sorts first), with one difference: when several
+    training cells are tied at the k-th distance (duplicated cells), the votes left after the
+    strictly closer ones are shared equally among them, where scikit-learn keeps whichever its
+    search met first. Distances are rounded to 1e-9 of each test cell's largest one first, so
+    the result depends neither on the order of the cells nor on the BLAS thread count (which
+    moves the last bits of tied distances).
 
     Parameters
     ----------
@@ -575,8 +588,30 @@ def transfer_accuracy(train_emb, train_labels=None, test_emb=None, test_labels=N
     test_labels = _pick(test_labels, obs_b, label_key, "test_labels", "label_key")
     codes = _joint_codes(train_labels, test_labels, train.shape[0], test.shape[0])
     y_train, y_test = codes[: train.shape[0]], codes[train.shape[0]:]
-    clf = KNeighborsClassifier(n_neighbors=min(k, train.shape[0])).fit(train, y_train)
-    return float(np.mean(clf.predict(test) == y_test))
+    return float(np.mean(_knn_vote(train, y_train, test, min(k, train.shape[0])) == y_test))
+
+
+def _knn_vote(train: np.ndarray, y_train: np.ndarray, test: np.ndarray, k: int,
+              max_values: int = 1 << 22) -> np.ndarray:
+    """Majority label of each test row's ``k`` nearest training rows (Euclidean). Distances are
+    rounded to 1e-9 of the row's largest; the rows tied at the k-th distance share the votes
+    left by the closer ones; a tied vote goes to the smallest label code."""
+    train, test = np.asarray(train, dtype=np.float64), np.asarray(test, dtype=np.float64)
+    n_classes = int(y_train.max()) + 1
+    pred = np.empty(test.shape[0], dtype=np.int64)
+    chunk = max(1, max_values // max(train.shape[0], 1))
+    for start in range(0, test.shape[0], chunk):
+        d = skm.pairwise_distances(test[start:start + chunk], train, metric="euclidean")
+        d = np.round(d / np.maximum(d.max(axis=1, keepdims=True), np.finfo(float).tiny) * 1e9)
+        kth = np.partition(d, k - 1, axis=1)[:, k - 1:k]
+        closer, tied = d < kth, d == kth
+        left = (k - closer.sum(axis=1)) / tied.sum(axis=1)  # each tied row's share of a vote
+        weights = closer + tied * left[:, None]
+        counts = np.zeros((d.shape[0], n_classes))
+        for label in range(n_classes):
+            counts[:, label] = weights[:, y_train == label].sum(axis=1)
+        pred[start:start + d.shape[0]] = counts.argmax(axis=1)
+    return pred
 
 
 def _closer_than_partner(query: np.ndarray, target: np.ndarray, chunk_size: int) -> np.ndarray:

@@ -335,11 +335,15 @@ def _json_default(obj):
 
 
 def make_optimizer(name: str, params, lr: float, rho: float = 0.8) -> torch.optim.Optimizer:
-    """``"adam"`` (amsgrad, as the reference pre-training) or ``"adadelta"`` (reference fine-tuning)."""
+    """``"adam"`` (amsgrad, as the reference pre-training) or ``"adadelta"`` (reference fine-tuning).
+
+    Both use the multi-tensor (``foreach``) update: on CPU it gives the same bits as the
+    per-tensor loop torch uses there by default, faster (``benchmarks/README.md``, "Speed").
+    """
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, amsgrad=True)
+        return torch.optim.Adam(params, lr=lr, amsgrad=True, foreach=True)
     if name == "adadelta":
-        return torch.optim.Adadelta(params, lr=lr, rho=rho)
+        return torch.optim.Adadelta(params, lr=lr, rho=rho, foreach=True)
     raise ValueError(f'optimizer must be "adam" or "adadelta", got {name!r}')
 
 
