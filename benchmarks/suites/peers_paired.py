@@ -35,7 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))       # benchmarks/suit
 
 import _peer_methods as P  # noqa: E402
 
-DATASETS = ["teaseq_pbmc", "bmmc_cite_small", "bmmc_multiome_small", "pbmc10k_cite_unnamed", "mop_snare"]
+# teaseq_weak13: the paired form of the weak-linkage case (13 proteins, a 2,000-gene RNA panel)
+DATASETS = ["teaseq_pbmc", "teaseq_weak13", "bmmc_cite_small", "bmmc_multiome_small", "pbmc10k_cite_unnamed",
+            "mop_snare"]
 METHODS = ["scmdcf_default", "scmdcf_estimated_k", "wnn", "totalvi", "multivi", "mofa", "pca_concat", "pca_rna"]
 TIME_BOXES = {"multivi": {"*": 120, "mop_snare": 600}, "totalvi": {"*": 120, "pbmc10k_cite_unnamed": 300}}
 COLUMNS = [("nmi", "NMI", True), ("ari", "ARI", True), ("k_used", "K used", None), ("k_estimated", "K estimated", None),
