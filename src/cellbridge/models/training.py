@@ -338,7 +338,7 @@ def make_optimizer(name: str, params, lr: float, rho: float = 0.8) -> torch.opti
     """``"adam"`` (amsgrad, as the reference pre-training) or ``"adadelta"`` (reference fine-tuning).
 
     Both use the multi-tensor (``foreach``) update: on CPU it gives the same bits as the
-    per-tensor loop torch uses there by default, faster (``benchmarks/README.md``, "Speed").
+    per-tensor loop torch uses there by default, faster (``benchmarks/README.md``, "Session 10").
     """
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, amsgrad=True, foreach=True)
