@@ -21,7 +21,7 @@ UNPAIRED_SETS = {"teaseq_pbmc": "TEA-seq, 46 proteins",
                  "bmmc_cite_small": "bmmc_cite_small, 600 cells, 41 types",
                  "bmmc_multiome_small": "bmmc_multiome_small, 500 cells, 21 types",
                  "mop_snare": "mop_snare, 10,309 cells"}
-PAIRED_SETS = {"teaseq_pbmc": "TEA-seq", "bmmc_cite_small": "bmmc_cite_small",
+PAIRED_SETS = {"teaseq_pbmc": "TEA-seq", "teaseq_weak13": "TEA-seq cut to 13 proteins", "bmmc_cite_small": "bmmc_cite_small",
                "bmmc_multiome_small": "bmmc_multiome_small", "mop_snare": "mop_snare",
                "pbmc10k_cite_unnamed": "pbmc10k_cite_unnamed"}
 NAMES = {"maxfuse": "MaxFuse", "scglue": "scGLUE", "harmony": "Harmony", "pca": "joint PCA", "wnn": "WNN",
