@@ -195,7 +195,7 @@ class BiCLUMTrainer:
         ``resume`` training continues from its state, to the same result as an uninterrupted run.
         """
         cfg, group = self.cfg, self.group
-        # foreach: one fused update for all parameters (bit-identical to the per-tensor loop on CPU)
+        # foreach: the multi-tensor update of all parameters (bit-identical to the per-tensor loop on CPU)
         opt = torch.optim.Adam(self.module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
         stopper = EarlyStopping(patience=cfg.patience)
         first, elapsed = 0, 0.0
