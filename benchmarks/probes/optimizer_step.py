@@ -1,0 +1,124 @@
+"""Probe: what the training step spends its time on, and which faster optimizer keeps the bits.
+
+Three modes; each prints a provenance line, then JSON lines (1 thread)::
+
+    python benchmarks/probes/optimizer_step.py bits      # TEA-seq, BiCLUM 20 epochs, scMDCF 60 + 60
+    python benchmarks/probes/optimizer_step.py profile   # mop_snare, BiCLUM default, 4 epochs
+    python benchmarks/probes/optimizer_step.py dropout   # one dropout call on 512 x 256 values
+
+- ``bits``: trains the same seeded model with torch's per-tensor optimizer loop (the CPU default),
+  the multi-tensor loop (``foreach=True``) and the fused CPU kernel (``fused=True``, BiCLUM
+  only), by wrapping ``torch.optim.Adam`` / ``Adadelta``. It reports seconds and the largest
+  absolute difference of the embeddings (and, for scMDCF, whether the labels agree) from the
+  per-tensor run.
+- ``profile``: cProfile of 4 BiCLUM training epochs on mop_snare (gene activity from the peaks).
+  It prints the functions with the most own time, as fractions of the training time.
+- ``dropout``: milliseconds per call of ``F.dropout`` and of a random-mask equivalent on the
+  feature encoder's activation size.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import functools
+import json
+import pstats
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
+from _common import DATA, load_paired, print_provenance  # noqa: E402
+
+
+def _emit(**record) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def bits_mode() -> None:
+    import torch
+
+    import cellbridge as cb
+
+    rna, adt, _ = load_paired("teaseq_pbmc")
+    adam, adadelta = torch.optim.Adam, torch.optim.Adadelta
+    runs = {}
+    try:
+        for mode in ("per_tensor", "foreach", "fused"):
+            extra = {} if mode == "per_tensor" else {mode: True}
+            torch.optim.Adam = functools.partial(adam, **extra)
+            start = time.perf_counter()
+            model = cb.BiCLUM(rna, adt, modality="protein", seed=0, max_epochs=20)
+            model.train()
+            z = np.hstack([model.get_latent(modality="rna"), model.get_latent(modality="other")])
+            runs[("biclum", mode)] = (time.perf_counter() - start, z, None)
+            if mode == "fused":  # no fused Adadelta / AMSGrad path to compare for scMDCF
+                continue
+            torch.optim.Adadelta = functools.partial(adadelta, **extra)
+            start = time.perf_counter()
+            model = cb.scMDCF(rna, adt, n_clusters=11, seed=0, n_models=1, pretrain_epochs=60, finetune_epochs=60)
+            model.train()
+            runs[("scmdcf", mode)] = (time.perf_counter() - start, np.asarray(model.get_latent()),
+                                      np.asarray(model.predict_clusters()))
+    finally:
+        torch.optim.Adam, torch.optim.Adadelta = adam, adadelta
+    for (model_name, mode), (seconds, z, labels) in runs.items():
+        _, z0, labels0 = runs[(model_name, "per_tensor")]
+        _emit(model=model_name, optimizer=mode, seconds=round(seconds, 2),
+              max_abs_diff=float(np.abs(z - z0).max()),
+              labels_equal=None if labels is None else bool((labels == labels0).all()))
+
+
+def profile_mode() -> None:
+    import anndata as ad
+
+    import cellbridge as cb
+
+    rna = ad.read_h5ad(DATA / "mop_snare" / "rna.h5ad")
+    gam = cb.pp.gene_activity(ad.read_h5ad(DATA / "mop_snare" / "atac.h5ad"), DATA / "annotation" / "mm10_genes.bed")
+    model = cb.BiCLUM(rna, gam, seed=0, max_epochs=4)
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    model.train()
+    profiler.disable()
+    total = time.perf_counter() - start
+    stats = pstats.Stats(profiler).stats  # {(file, line, name): (cc, nc, own time, cumulative, callers)}
+    top = sorted(stats.items(), key=lambda item: -item[1][2])[:10]
+    _emit(train_seconds=round(total, 2),
+          top_own_time=[{"function": f"{Path(f).name}:{line}({name})", "calls": nc, "seconds": round(own, 2),
+                         "fraction": round(own / total, 3)} for (f, line, name), (_, nc, own, _, _) in top])
+
+
+def dropout_mode() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.randn(512, 256)
+
+    def ms_per_call(fn, n: int = 300) -> float:
+        fn()
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - start) / n * 1e3
+
+    _emit(values=list(x.shape), f_dropout_ms=round(ms_per_call(lambda: F.dropout(x, 0.2, True)), 3),
+          random_mask_ms=round(ms_per_call(lambda: x * (torch.rand_like(x) > 0.2) / 0.8), 3))
+
+
+def main() -> None:
+    import torch
+
+    modes = {"bits": bits_mode, "profile": profile_mode, "dropout": dropout_mode}
+    if len(sys.argv) != 2 or sys.argv[1] not in modes:
+        raise SystemExit(__doc__)
+    torch.set_num_threads(1)
+    print_provenance()
+    modes[sys.argv[1]]()
+
+
+if __name__ == "__main__":
+    main()
