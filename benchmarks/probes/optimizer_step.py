@@ -6,9 +6,10 @@ Three modes; each prints a provenance line, then JSON lines (1 thread)::
     python benchmarks/probes/optimizer_step.py profile   # mop_snare, BiCLUM default, 4 epochs
     python benchmarks/probes/optimizer_step.py dropout   # one dropout call on 512 x 256 values
 
-- ``bits``: trains the same seeded model with torch's per-tensor optimizer loop (the CPU default),
-  the multi-tensor loop (``foreach=True``) and the fused CPU kernel (``fused=True``, BiCLUM
-  only), by wrapping ``torch.optim.Adam`` / ``Adadelta``. It reports seconds and the largest
+- ``bits``: trains the same seeded model with torch's per-tensor optimizer loop (``foreach=False``,
+  torch's CPU default before session 10), the multi-tensor loop (``foreach=True``, CellBridge's
+  now) and the fused CPU kernel (``fused=True``, BiCLUM only), by forcing these arguments on
+  ``torch.optim.Adam`` / ``Adadelta``. It reports seconds and the largest
   absolute difference of the embeddings (and, for scMDCF, whether the labels agree) from the
   per-tensor run.
 - ``profile``: cProfile of 4 BiCLUM training epochs on mop_snare (gene activity from the peaks).
@@ -20,7 +21,6 @@ Three modes; each prints a provenance line, then JSON lines (1 thread)::
 from __future__ import annotations
 
 import cProfile
-import functools
 import json
 import pstats
 import sys
@@ -44,11 +44,16 @@ def bits_mode() -> None:
 
     rna, adt, _ = load_paired("teaseq_pbmc")
     adam, adadelta = torch.optim.Adam, torch.optim.Adadelta
+
+    def forced(optimizer, settings):  # the caller's other arguments, these loop settings
+        return lambda *args, **kwargs: optimizer(*args, **{**kwargs, **settings})
+
+    loops = {"per_tensor": {"foreach": False}, "foreach": {"foreach": True},
+             "fused": {"foreach": False, "fused": True}}
     runs = {}
     try:
-        for mode in ("per_tensor", "foreach", "fused"):
-            extra = {} if mode == "per_tensor" else {mode: True}
-            torch.optim.Adam = functools.partial(adam, **extra)
+        for mode, extra in loops.items():
+            torch.optim.Adam = forced(adam, extra)
             start = time.perf_counter()
             model = cb.BiCLUM(rna, adt, modality="protein", seed=0, max_epochs=20)
             model.train()
@@ -56,7 +61,7 @@ def bits_mode() -> None:
             runs[("biclum", mode)] = (time.perf_counter() - start, z, None)
             if mode == "fused":  # no fused Adadelta / AMSGrad path to compare for scMDCF
                 continue
-            torch.optim.Adadelta = functools.partial(adadelta, **extra)
+            torch.optim.Adadelta = forced(adadelta, extra)
             start = time.perf_counter()
             model = cb.scMDCF(rna, adt, n_clusters=11, seed=0, n_models=1, pretrain_epochs=60, finetune_epochs=60)
             model.train()
