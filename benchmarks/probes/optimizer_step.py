@@ -1,10 +1,12 @@
-"""Probe: what the training step spends its time on, and which faster optimizer keeps the bits.
+"""Probe: what the training step spends its time on, which faster optimizer keeps the bits, and
+what dropout and the row gathers cost.
 
-Three modes; each prints a provenance line, then JSON lines (1 thread)::
+Four modes; each prints a provenance line, then JSON lines (1 thread)::
 
     python benchmarks/probes/optimizer_step.py bits      # TEA-seq, BiCLUM 20 epochs, scMDCF 60 + 60
     python benchmarks/probes/optimizer_step.py profile   # mop_snare, BiCLUM default, 4 epochs
-    python benchmarks/probes/optimizer_step.py dropout   # one dropout call on 512 x 256 values
+    python benchmarks/probes/optimizer_step.py dropout   # torch's dropout against CellBridge's
+    python benchmarks/probes/optimizer_step.py gather    # indexing against index_select
 
 - ``bits``: trains the same seeded model with torch's per-tensor optimizer loop (``foreach=False``,
   torch's CPU default before session 10), the multi-tensor loop (``foreach=True``, CellBridge's
@@ -14,8 +16,13 @@ Three modes; each prints a provenance line, then JSON lines (1 thread)::
   per-tensor run.
 - ``profile``: cProfile of 4 BiCLUM training epochs on mop_snare (gene activity from the peaks).
   It prints the functions with the most own time, as fractions of the training time.
-- ``dropout``: milliseconds per call of ``F.dropout`` and of a random-mask equivalent on the
-  feature encoder's activation size.
+- ``dropout``: milliseconds per forward and backward pass of torch's ``nn.Dropout`` and of
+  CellBridge's (``cellbridge.models._nn.Dropout``, a uniform draw for the mask) on the feature
+  encoder's (512 x 256) and the cell encoder's (256 x 256) activations. Before session 11 this
+  mode timed one forward call of ``F.dropout`` and of a random mask (512 x 256 only).
+- ``gather``: milliseconds per call of the three row gathers of a BiCLUM step at mop_snare's
+  sizes (cell inputs, reconstruction targets with their decoded columns, feature profiles) by
+  indexing and by ``index_select``, and whether both give the same values.
 """
 
 from __future__ import annotations
@@ -97,27 +104,56 @@ def profile_mode() -> None:
                          "fraction": round(own / total, 3)} for (f, line, name), (_, nc, own, _, _) in top])
 
 
+def _ms_per_call(fn, n: int = 300) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - start) / n * 1e3
+
+
 def dropout_mode() -> None:
     import torch
-    import torch.nn.functional as F
+    from torch import nn
 
-    x = torch.randn(512, 256)
+    from cellbridge.models._nn import Dropout
 
-    def ms_per_call(fn, n: int = 300) -> float:
-        fn()
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        return (time.perf_counter() - start) / n * 1e3
+    for shape in ((512, 256), (256, 256)):
+        x = torch.randn(*shape)
 
-    _emit(values=list(x.shape), f_dropout_ms=round(ms_per_call(lambda: F.dropout(x, 0.2, True)), 3),
-          random_mask_ms=round(ms_per_call(lambda: x * (torch.rand_like(x) > 0.2) / 0.8), 3))
+        def forward_backward(layer):
+            def call():
+                leaf = x.clone().requires_grad_()
+                layer(leaf).sum().backward()
+            return call
+
+        _emit(values=list(shape), torch_dropout_ms=round(_ms_per_call(forward_backward(nn.Dropout(0.2))), 3),
+              cellbridge_dropout_ms=round(_ms_per_call(forward_backward(Dropout(0.2))), 3),
+              no_dropout_ms=round(_ms_per_call(forward_backward(nn.Identity())), 3))
+
+
+def gather_mode() -> None:
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    n_cells, n_features, n_profile = 10_309, 4_000, 1_024  # about mop_snare's sizes
+    cells, targets = torch.rand(n_cells, 50, generator=gen), torch.rand(n_cells, n_features, generator=gen)
+    profiles = torch.rand(n_features, n_profile, generator=gen)
+    rows = torch.randperm(n_cells, generator=gen)[:256]
+    columns = torch.randperm(n_features, generator=gen)[:512].sort().values
+    cases = {"cells": (lambda: cells[rows], lambda: cells.index_select(0, rows)),
+             "targets": (lambda: targets[rows][:, columns],
+                         lambda: targets.index_select(0, rows).index_select(1, columns)),
+             "profiles": (lambda: profiles[columns], lambda: profiles.index_select(0, columns))}
+    for name, (indexing, select) in cases.items():
+        _emit(gather=name, indexing_ms=round(_ms_per_call(indexing), 3), index_select_ms=round(_ms_per_call(select), 3),
+              equal=bool(torch.equal(indexing(), select())))
 
 
 def main() -> None:
     import torch
 
-    modes = {"bits": bits_mode, "profile": profile_mode, "dropout": dropout_mode}
+    modes = {"bits": bits_mode, "profile": profile_mode, "dropout": dropout_mode, "gather": gather_mode}
     if len(sys.argv) != 2 or sys.argv[1] not in modes:
         raise SystemExit(__doc__)
     torch.set_num_threads(1)

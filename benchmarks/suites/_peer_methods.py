@@ -174,10 +174,15 @@ def u_harmony(rna, other, spec, seed, max_time=None, data_dir=None, **_):
     return C[: len(z_o)].astype(np.float32), C[len(z_o):].astype(np.float32), info
 
 
-def _biclum(preset, **overrides):
+def _biclum(preset, torch_dropout=False, **overrides):
     def run(rna, other, spec, seed, max_time=None, data_dir=None, **_):
         import cellbridge as cb
 
+        if torch_dropout:  # the encoders' dropout before session 11 (each run is its own process)
+            from torch import nn
+
+            from cellbridge.models import _nn
+            _nn.Dropout.forward = nn.Dropout.forward
         other = _other_input(other, spec, data_dir)
         m = cb.BiCLUM(rna, other, modality=spec["modality"], preset=preset, seed=seed, **overrides)
         summary = m.train(max_time=max_time, progress=False).train_summary_
@@ -371,6 +376,7 @@ UNPAIRED = {
     "harmony": u_harmony,
     "biclum_default": _biclum("default"),
     # earlier defaults, each spelled out as overrides of the current one (see peers_unpaired.py)
+    "biclum_default_torch_dropout": _biclum("default", torch_dropout=True),
     "biclum_default_cca_reg001": _biclum("default", cca_reg=0.01),
     "biclum_default_uncentred": _biclum("default", latent_centering="none", cca_reg=0.01),
     "biclum_default_150ep": _biclum("default", max_epochs=150, latent_centering="none", cca_reg=0.01),

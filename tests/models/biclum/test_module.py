@@ -6,13 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cellbridge.models._nn import Dropout
 from cellbridge.models.biclum._module import OTHER, RNA, BiCLUMModule, cell_encoder
 
 
 def test_cell_encoder_layers():
     enc = cell_encoder(10, 4, n_hidden=16, depth=2, dropout=0.2)
     kinds = [type(m) for m in enc]
-    assert kinds == [nn.Linear, nn.BatchNorm1d, nn.LeakyReLU, nn.Dropout] * 2 + [nn.Linear]
+    assert kinds == [nn.Linear, nn.BatchNorm1d, nn.LeakyReLU, Dropout] * 2 + [nn.Linear]
     assert enc[2].negative_slope == 0.2 and enc[-1].out_features == 4
 
 

@@ -96,12 +96,15 @@ class RowSource:
             values = values.toarray() if sp.issparse(values) else values
             self._dense = torch.as_tensor(values, dtype=torch.float32, device=device)
 
-    def rows(self, idx: np.ndarray) -> torch.Tensor:
+    def rows(self, idx: np.ndarray, columns: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows ``idx``, restricted to ``columns`` (feature indices on the device) when given."""
         if self._dense is not None:
-            return self._dense[torch.as_tensor(idx, device=self.device)]
-        values = self.data.values(self.kind, np.asarray(idx))
-        values = values.toarray() if sp.issparse(values) else values
-        return torch.as_tensor(values, dtype=torch.float32, device=self.device)
+            out = self._dense.index_select(0, torch.as_tensor(idx, device=self.device))
+        else:
+            values = self.data.values(self.kind, np.asarray(idx))
+            values = values.toarray() if sp.issparse(values) else values
+            out = torch.as_tensor(values, dtype=torch.float32, device=self.device)
+        return out if columns is None else out.index_select(1, columns)
 
 
 @dataclass
@@ -279,13 +282,13 @@ class BiCLUMTrainer:
     def _step(self, other_cells, rna_cells, has_partner) -> dict[str, torch.Tensor]:
         cfg, m = self.cfg, self.module
         cells = (other_cells, rna_cells)
-        z = [m.encode_cells(self.data.cells[k][torch.as_tensor(cells[k], device=self.device)], k) for k in (OTHER, RNA)]
+        # index_select: the same rows as indexing, several times faster on CPU
+        z = [m.encode_cells(self.data.cells[k].index_select(0, torch.as_tensor(cells[k], device=self.device)), k)
+             for k in (OTHER, RNA)]
         v, decoded, loss_feature = self._features()
         rec = z[0].new_zeros(())
         for k in (OTHER, RNA):
-            target = self.data.targets[k].rows(cells[k])
-            if decoded[k] is not None:
-                target = target[:, decoded[k]]
+            target = self.data.targets[k].rows(cells[k], decoded[k])
             rec = rec + cfg.gamma[k] * F.mse_loss(m.decode(z[k], v[k], k, decoded[k]), target)
         loss_cell = self._cell_loss(z, has_partner)
         loss = rec + cfg.alpha * loss_cell + cfg.beta * loss_feature
@@ -331,7 +334,7 @@ class BiCLUMTrainer:
             n_features = self.data.profiles[k].shape[0]
             feats = torch.unique(torch.cat([chosen[:, k], torch.as_tensor(self._sample(n_features), device=self.device)]))
             decoded.append(feats)
-            v.append(m.encode_features(self.data.profiles[k][feats], k))
+            v.append(m.encode_features(self.data.profiles[k].index_select(0, feats), k))
         pos = [torch.searchsorted(decoded[k], chosen[:, k].contiguous()) for k in (OTHER, RNA)]
         loss_feature = nt_xent(v[0][pos[0]], v[1][pos[1]], cfg.tau_feature, cfg.similarity)
         return v, decoded, loss_feature
@@ -346,7 +349,8 @@ def _encode_in_chunks(module, profiles, k, chunk, rng) -> torch.Tensor:
     n = profiles.shape[0]
     order = rng.permutation(n)
     parts = np.array_split(order, max(int(np.ceil(n / chunk)), 1))
-    out = torch.cat([module.encode_features(profiles[torch.as_tensor(p, device=profiles.device)], k) for p in parts])
+    out = torch.cat([module.encode_features(profiles.index_select(0, torch.as_tensor(p, device=profiles.device)), k)
+                     for p in parts])
     return out[torch.as_tensor(np.argsort(np.concatenate(parts)), device=profiles.device)]
 
 
