@@ -1,10 +1,11 @@
 """Probe: what the training step spends its time on, which faster optimizer keeps the bits, and
 what dropout and the row gathers cost.
 
-Four modes; each prints a provenance line, then JSON lines (1 thread)::
+Five modes; each prints a provenance line, then JSON lines (1 thread)::
 
     python benchmarks/probes/optimizer_step.py bits      # TEA-seq, BiCLUM 20 epochs, scMDCF 60 + 60
     python benchmarks/probes/optimizer_step.py profile   # mop_snare, BiCLUM default, 4 epochs
+    python benchmarks/probes/optimizer_step.py ops       # the same, torch operators, 3 epochs
     python benchmarks/probes/optimizer_step.py dropout   # torch's dropout against CellBridge's
     python benchmarks/probes/optimizer_step.py gather    # indexing against index_select
 
@@ -16,6 +17,9 @@ Four modes; each prints a provenance line, then JSON lines (1 thread)::
   per-tensor run.
 - ``profile``: cProfile of 4 BiCLUM training epochs on mop_snare (gene activity from the peaks).
   It prints the functions with the most own time, as fractions of the training time.
+- ``ops``: ``torch.profiler`` of 3 such epochs: the torch operators with the most own CPU time,
+  as fractions of the profiled total, and the path of the cellbridge it imported (run it with
+  ``PYTHONPATH=OTHER_TREE/src`` to profile another commit's training).
 - ``dropout``: milliseconds per forward and backward pass of torch's ``nn.Dropout`` and of
   CellBridge's (``cellbridge.models._nn.Dropout``, a uniform draw for the mask) on the feature
   encoder's (512 x 256) and the cell encoder's (256 x 256) activations. Before session 11 this
@@ -83,14 +87,19 @@ def bits_mode() -> None:
               labels_equal=None if labels is None else bool((labels == labels0).all()))
 
 
-def profile_mode() -> None:
+def _mop_model(max_epochs: int):
+    """The default BiCLUM on mop_snare's RNA and gene activity, seed 0 (untrained)."""
     import anndata as ad
 
     import cellbridge as cb
 
     rna = ad.read_h5ad(DATA / "mop_snare" / "rna.h5ad")
     gam = cb.pp.gene_activity(ad.read_h5ad(DATA / "mop_snare" / "atac.h5ad"), DATA / "annotation" / "mm10_genes.bed")
-    model = cb.BiCLUM(rna, gam, seed=0, max_epochs=4)
+    return cb.BiCLUM(rna, gam, seed=0, max_epochs=max_epochs)
+
+
+def profile_mode() -> None:
+    model = _mop_model(max_epochs=4)
     profiler = cProfile.Profile()
     start = time.perf_counter()
     profiler.enable()
@@ -102,6 +111,21 @@ def profile_mode() -> None:
     _emit(train_seconds=round(total, 2),
           top_own_time=[{"function": f"{Path(f).name}:{line}({name})", "calls": nc, "seconds": round(own, 2),
                          "fraction": round(own / total, 3)} for (f, line, name), (_, nc, own, _, _) in top])
+
+
+def ops_mode() -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    model = _mop_model(max_epochs=3)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        model.train(progress=False)
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    import cellbridge as cb  # which source tree was profiled (PYTHONPATH may point to another commit's)
+
+    _emit(cellbridge=str(Path(cb.__file__).parent), train_seconds=round(model.train_summary_["seconds"], 2),
+          top_self_cpu=[{"op": e.key, "calls": e.count, "seconds": round(e.self_cpu_time_total / 1e6, 2),
+                         "fraction": round(e.self_cpu_time_total / total, 3)} for e in events[:10]])
 
 
 def _ms_per_call(fn, n: int = 300) -> float:
@@ -121,7 +145,7 @@ def dropout_mode() -> None:
     for shape in ((512, 256), (256, 256)):
         x = torch.randn(*shape)
 
-        def forward_backward(layer):
+        def forward_backward(layer, x=x):
             def call():
                 leaf = x.clone().requires_grad_()
                 layer(leaf).sum().backward()
@@ -153,7 +177,8 @@ def gather_mode() -> None:
 def main() -> None:
     import torch
 
-    modes = {"bits": bits_mode, "profile": profile_mode, "dropout": dropout_mode, "gather": gather_mode}
+    modes = {"bits": bits_mode, "profile": profile_mode, "dropout": dropout_mode, "gather": gather_mode,
+             "ops": ops_mode}
     if len(sys.argv) != 2 or sys.argv[1] not in modes:
         raise SystemExit(__doc__)
     torch.set_num_threads(1)
