@@ -43,3 +43,10 @@ def test_dropout_masks_follow_torch_seed():
     a = layer(torch.ones(50, 20))
     torch.manual_seed(3)
     assert torch.equal(a, layer(torch.ones(50, 20)))
+
+
+def test_dropout_keeps_dtype_and_rate_in_bfloat16():
+    torch.manual_seed(0)
+    y = Dropout(0.2)(torch.ones(1000, 1000, dtype=torch.bfloat16))
+    assert y.dtype == torch.bfloat16
+    assert abs((y != 0).float().mean().item() - 0.8) < 0.001  # a bfloat16 uniform would keep about 0.798

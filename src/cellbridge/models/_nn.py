@@ -21,7 +21,8 @@ class Dropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or x.device.type != "cpu" or not 0 < self.p < 1:
             return super().forward(x)
-        mask = torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+        # drawn in float32 whatever x's dtype: a bfloat16 uniform is too coarse to keep exactly 1 - p
+        mask = torch.rand(x.shape, device=x.device).ge_(self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
         return x.mul_(mask) if self.inplace else x * mask
 
 
