@@ -146,7 +146,10 @@ _SLOW_WRITE = textwrap.dedent("""
     def write(tmp):
         Path(tmp).write_text("partial")
         print("writing", flush=True)
-        time.sleep(60)
+        # short sleeps: the kernel may hand the signal to another thread (numpy's BLAS pool), and
+        # then a single long sleep in the main thread would run the handler only when it ends
+        for _ in range(1200):
+            time.sleep(0.05)
 
     atomic_write(sys.argv[1], write)
 """)
