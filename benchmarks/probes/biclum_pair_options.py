@@ -10,6 +10,11 @@ so spell out every option that matters: the default changed while this probe was
 
     OMP_NUM_THREADS=1 python benchmarks/probes/biclum_pair_options.py pairs teaseq_pbmc,mop_snare
     OMP_NUM_THREADS=1 python benchmarks/probes/biclum_pair_options.py train teaseq_pbmc 0 '{"mnn_smooth": 15}'
+    python benchmarks/probes/biclum_pair_options.py summary benchmarks/results/probes/biclum_pair_options.jsonl 674198b
+
+``summary FILE [COMMIT]`` reads ``train`` lines (those after a provenance line of ``COMMIT``, when
+given) and prints, per override set and dataset, the mean over seeds and its change from the
+``{}`` runs of the same seeds, then the mean change over the datasets.
 
 Each line printed is one JSON record (the first is the provenance).
 """
@@ -78,9 +83,39 @@ def train(name: str, seed: int, over: dict) -> None:
                           epochs=model.train_summary_["epochs"], seconds=round(seconds))), flush=True)
 
 
+def summary(path: str, commit: str | None = None) -> None:
+    import pandas as pd
+
+    rows, keep = [], commit is None
+    for line in Path(path).read_text().splitlines():
+        record = json.loads(line)
+        if "provenance" in record:
+            keep = commit is None or record["provenance"]["commit"].startswith(commit)
+        elif keep and "o2r" in record:
+            rows.append({**record, "over": json.dumps(record["over"], sort_keys=True)})
+    metrics = ["o2r", "r2o", "map", "foscttm"]
+    runs = pd.DataFrame(rows).drop_duplicates(["over", "dataset", "seed"], keep="last")
+    base = runs[runs["over"] == "{}"].set_index(["dataset", "seed"])[metrics]
+    for over, group in runs.groupby("over", sort=False):
+        group = group.set_index(["dataset", "seed"])[metrics]
+        paired = group.join(base, rsuffix="_base", how="inner")
+        print(over)
+        for dataset, part in group.groupby(level="dataset"):
+            line = " ".join(f"{m} {part[m].mean():.3f}" for m in metrics)
+            if dataset in paired.index.get_level_values("dataset"):
+                delta = paired.loc[dataset]
+                line += " | change " + " ".join(f"{(delta[m] - delta[m + '_base']).mean():+.3f}" for m in metrics)
+            print(f"  {dataset:22s} seeds {len(part)}: {line}")
+        change = {m: (paired[m] - paired[m + "_base"]).groupby(level="dataset").mean().mean() for m in metrics}
+        print("  mean change over the sets with {} runs: " + " ".join(f"{m} {v:+.4f}" for m, v in change.items()))
+
+
 if __name__ == "__main__":
     warnings.simplefilter("ignore")
     print_provenance()
+    if sys.argv[1] == "summary":
+        summary(*sys.argv[2:4])
+        sys.exit()
     if sys.argv[1] == "pairs":
         pairs(sys.argv[2])
     else:
