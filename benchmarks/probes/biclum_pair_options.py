@@ -112,10 +112,10 @@ def summary(path: str, commit: str | None = None) -> None:
 
 if __name__ == "__main__":
     warnings.simplefilter("ignore")
-    print_provenance()
-    if sys.argv[1] == "summary":
+    if sys.argv[1] == "summary":  # reads results, makes none: no provenance line
         summary(*sys.argv[2:4])
         sys.exit()
+    print_provenance()
     if sys.argv[1] == "pairs":
         pairs(sys.argv[2])
     else:
